@@ -1,0 +1,77 @@
+# vocstream developer tasks. `make help` lists them; everything runs from .venv/bin.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PY ?= python3
+PROFILE ?= dev
+ARGS ?=
+PYTEST_ARGS ?=
+TESTS ?= tests
+VENV := .venv
+BIN := $(VENV)/bin
+# Re-installs only when pyproject.toml changes (or the venv is new).
+INSTALL_STAMP := $(VENV)/.install-stamp
+LINT_PATHS := shared services voc tests
+
+.PHONY: help install up down status lint test test-unit demo bench-ingest bench-llm bench-e2e \
+        fake-llm clean distclean
+
+help: ## show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(INSTALL_STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $@
+
+install: $(INSTALL_STAMP) ## create .venv and install vocstream + dev tools (idempotent)
+
+up: install ## start the local stack (Kafka, Postgres, Redis, fake LLM, services); PROFILE=dev|test
+	$(BIN)/voc up --profile $(PROFILE)
+
+down: ## stop everything `make up` started; PROFILE=dev|test
+	@if [ -x $(BIN)/voc ]; then $(BIN)/voc down --profile $(PROFILE); fi
+
+status: ## show each component of the local stack; PROFILE=dev|test
+	$(BIN)/voc status --profile $(PROFILE)
+
+lint: install ## ruff check, ruff format --check and mypy
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
+	$(BIN)/mypy --explicit-package-bases $(LINT_PATHS)
+
+# The test stack is always stopped, even when pytest fails, and pytest's exit status is kept
+# (5 = no tests collected is a failure too).
+test: install ## all tests (or TESTS=path) against the test-profile stack, stopped afterwards
+	@status=0; \
+	$(BIN)/voc up --profile test || status=$$?; \
+	if [ $$status -eq 0 ]; then $(BIN)/pytest $(TESTS) -q $(PYTEST_ARGS) || status=$$?; fi; \
+	$(BIN)/voc down --profile test || true; \
+	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; \
+	exit $$status
+
+test-unit: install ## unit tests only (no stack needed)
+	$(BIN)/pytest tests/unit -q $(PYTEST_ARGS)
+
+demo: up ## run the demo against the dev stack
+	$(BIN)/voc demo $(ARGS)
+
+bench-ingest: up ## ingest throughput benchmark; ARGS=... are passed on
+	$(BIN)/python -m bench.ingest $(ARGS)
+
+bench-llm: up ## LLM quota-utilisation benchmark; ARGS=... are passed on
+	$(BIN)/python -m bench.llm $(ARGS)
+
+bench-e2e: up ## end-to-end job benchmark; ARGS=... are passed on
+	$(BIN)/python -m bench.e2e $(ARGS)
+
+fake-llm: install ## run the fake OpenAI-compatible LLM server in the foreground
+	$(BIN)/voc fake-llm $(ARGS)
+
+clean: ## stop both stacks, delete the test stack's data and tool caches
+	@if [ -x $(BIN)/voc ]; then $(BIN)/voc down --profile test; $(BIN)/voc down --profile dev; fi
+	rm -rf .voc-test .mypy_cache .ruff_cache .pytest_cache build dist out
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean ## also delete the dev stack's data, the venv and the Kafka jars
+	rm -rf .voc $(VENV) tools/kafka/libs tools/kafka/target *.egg-info

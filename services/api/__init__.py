@@ -1,0 +1,1 @@
+"""The API gateway: jobs, review uploads to Kafka, status with per-stage progress."""

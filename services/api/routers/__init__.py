@@ -1,0 +1,12 @@
+"""One router per resource; `ROUTERS` is what the app mounts, in order.
+
+Later stages add their read endpoints here as routers of their own (`reports`: the
+`/v1/jobs/{job_id}/report` JSON and `report.html`; `insights`; `themes`), each reaching its
+data through the same `SessionDep` / `TenantDep` dependencies.
+"""
+
+from fastapi import APIRouter
+
+from . import health, jobs, results, reviews
+
+ROUTERS: tuple[APIRouter, ...] = (health.router, jobs.router, reviews.router, results.router)

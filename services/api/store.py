@@ -1,0 +1,195 @@
+"""The API's SQL: jobs, uploads and API keys, each a single statement (one round trip).
+
+Plain SQL through SQLAlchemy's `text()` keeps the hot paths (job creation, key lookup) to
+one small statement that psycopg prepares once per connection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.jobstatus import CREATED, RECEIVING, SEALED
+
+
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    """A `jobs` row as the API reads it."""
+
+    id: str
+    tenant_id: str
+    product: str
+    target_language: str
+    callback_url: str | None
+    options: dict[str, Any]
+    status: str
+    submitted: int
+    rejected: int
+    sealed_at: datetime | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class UploadRow:
+    """The stored outcome of a completed upload."""
+
+    id: str
+    rows: int
+    accepted: int
+    duplicates: int
+    rejected: int
+
+
+_JOB_COLUMNS = (
+    "id, tenant_id, product, target_language, callback_url, options, status, submitted, "
+    "rejected, sealed_at, created_at"
+)
+
+_TENANT_FOR_KEY = text(
+    "SELECT tenant_id FROM api_keys WHERE key_hash = :key_hash AND revoked_at IS NULL"
+)
+_INSERT_JOB = text(
+    "INSERT INTO jobs (id, tenant_id, product, target_language, callback_url, options) "
+    "VALUES (:id, :tenant_id, :product, :target_language, :callback_url, :options) "
+    f"RETURNING {_JOB_COLUMNS}"
+).bindparams(bindparam("options", type_=JSONB))
+_GET_JOB = text(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = :id AND tenant_id = :tenant_id")
+_LIST_JOBS = text(
+    f"SELECT {_JOB_COLUMNS} FROM jobs WHERE tenant_id = :tenant_id "
+    "ORDER BY created_at DESC, id DESC LIMIT :limit"
+)
+_LIST_JOBS_AFTER = text(
+    f"SELECT {_JOB_COLUMNS} FROM jobs WHERE tenant_id = :tenant_id "
+    "AND (created_at, id) < (:created_at, :id) "
+    "ORDER BY created_at DESC, id DESC LIMIT :limit"
+)
+_COUNT_JOBS = text("SELECT count(*) FROM jobs WHERE tenant_id = :tenant_id")
+_SEAL_JOB = text(
+    "UPDATE jobs SET sealed_at = coalesce(sealed_at, now()), "
+    f"status = CASE WHEN status IN ('{CREATED}', '{RECEIVING}') THEN '{SEALED}' ELSE status END, "
+    "updated_at = now() "
+    f"WHERE id = :id AND tenant_id = :tenant_id RETURNING {_JOB_COLUMNS}"
+)
+_FIND_UPLOAD = text(
+    "SELECT id, rows, accepted, duplicates, rejected FROM uploads "
+    "WHERE id = :id AND job_id = :job_id"
+)
+# The upload row and the job's counters change together, and only the first time an
+# upload id is recorded (a concurrent retry with the same Idempotency-Key adds nothing).
+_RECORD_UPLOAD = text(
+    "WITH up AS ("
+    " INSERT INTO uploads (id, job_id, rows, accepted, duplicates, rejected)"
+    " VALUES (:id, :job_id, :rows, :accepted, :duplicates, :rejected)"
+    " ON CONFLICT (id) DO NOTHING RETURNING id) "
+    "UPDATE jobs SET submitted = submitted + :accepted, rejected = rejected + :rejected, "
+    f"status = CASE WHEN status = '{CREATED}' THEN '{RECEIVING}' ELSE status END, "
+    "updated_at = now() "
+    "WHERE id = :job_id AND EXISTS (SELECT 1 FROM up) RETURNING id"
+)
+
+
+def _job(row: Any) -> JobRow:
+    return JobRow(*row)
+
+
+async def tenant_for_key(session: AsyncSession, key_hash: str) -> str | None:
+    """The tenant owning a (not revoked) key, else None."""
+    result = await session.execute(_TENANT_FOR_KEY, {"key_hash": key_hash})
+    tenant: str | None = result.scalar_one_or_none()
+    return tenant
+
+
+async def insert_job(
+    session: AsyncSession,
+    *,
+    job_id: str,
+    tenant_id: str,
+    product: str,
+    target_language: str,
+    callback_url: str | None,
+    options: dict[str, Any],
+) -> JobRow:
+    """Insert a new job (the caller commits) and return it as stored."""
+    result = await session.execute(
+        _INSERT_JOB,
+        {
+            "id": job_id,
+            "tenant_id": tenant_id,
+            "product": product,
+            "target_language": target_language,
+            "callback_url": callback_url,
+            "options": options,
+        },
+    )
+    return _job(result.one())
+
+
+async def get_job(session: AsyncSession, job_id: str, tenant_id: str) -> JobRow | None:
+    """The tenant's job, or None (also when the job belongs to another tenant)."""
+    result = await session.execute(_GET_JOB, {"id": job_id, "tenant_id": tenant_id})
+    row = result.one_or_none()
+    return _job(row) if row is not None else None
+
+
+async def list_jobs(
+    session: AsyncSession, tenant_id: str, limit: int, after: tuple[datetime, str] | None
+) -> list[JobRow]:
+    """Up to `limit` of the tenant's jobs, newest first, strictly after the cursor `after`."""
+    if after is None:
+        result = await session.execute(_LIST_JOBS, {"tenant_id": tenant_id, "limit": limit})
+    else:
+        result = await session.execute(
+            _LIST_JOBS_AFTER,
+            {"tenant_id": tenant_id, "limit": limit, "created_at": after[0], "id": after[1]},
+        )
+    return [_job(row) for row in result.all()]
+
+
+async def count_jobs(session: AsyncSession, tenant_id: str) -> int:
+    """How many jobs the tenant has."""
+    result = await session.execute(_COUNT_JOBS, {"tenant_id": tenant_id})
+    return int(result.scalar_one())
+
+
+async def seal_job(session: AsyncSession, job_id: str, tenant_id: str) -> JobRow | None:
+    """Seal the job (idempotent: the first seal time is kept); None if not the tenant's."""
+    result = await session.execute(_SEAL_JOB, {"id": job_id, "tenant_id": tenant_id})
+    row = result.one_or_none()
+    return _job(row) if row is not None else None
+
+
+async def find_upload(session: AsyncSession, upload_id: str, job_id: str) -> UploadRow | None:
+    """A completed upload of the job with this id, else None."""
+    result = await session.execute(_FIND_UPLOAD, {"id": upload_id, "job_id": job_id})
+    row = result.one_or_none()
+    return UploadRow(*row) if row is not None else None
+
+
+async def record_upload(
+    session: AsyncSession,
+    *,
+    upload_id: str,
+    job_id: str,
+    rows: int,
+    accepted: int,
+    duplicates: int,
+    rejected: int,
+) -> bool:
+    """Store the upload and add its counts to the job; False if it was already recorded."""
+    result = await session.execute(
+        _RECORD_UPLOAD,
+        {
+            "id": upload_id,
+            "job_id": job_id,
+            "rows": rows,
+            "accepted": accepted,
+            "duplicates": duplicates,
+            "rejected": rejected,
+        },
+    )
+    return result.one_or_none() is not None

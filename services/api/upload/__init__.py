@@ -1,0 +1,1 @@
+"""Review uploads: incremental parsing, chunking and streaming to `reviews.submitted`."""

@@ -1,0 +1,257 @@
+"""SQLAlchemy 2 models: the tables every service reads and upserts.
+
+Ids are deterministic (uuid5 of their natural key) wherever a row is derived from an event,
+so replaying a topic upserts the same rows instead of adding new ones. Progress counts are
+derived from these tables (COUNT(*) per job), never kept as counters that a replay could
+double.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    Text,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    """Declarative base of all vocstream tables."""
+
+
+def _now() -> Any:
+    return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
+
+
+class Tenant(Base):
+    """A customer organisation; API keys and jobs belong to one."""
+
+    __tablename__ = "tenants"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime] = _now()
+
+
+class ApiKey(Base):
+    """An API key, stored only as its SHA-256 hash."""
+
+    __tablename__ = "api_keys"
+    key_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), nullable=False)
+    prefix: Mapped[str] = mapped_column(String(16), nullable=False)
+    created_at: Mapped[datetime] = _now()
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Job(Base):
+    """An analysis job: its settings, its lifecycle status and the API's submitted count."""
+
+    __tablename__ = "jobs"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), nullable=False)
+    product: Mapped[str] = mapped_column(Text, nullable=False)
+    target_language: Mapped[str] = mapped_column(String(16), nullable=False)
+    callback_url: Mapped[str | None] = mapped_column(Text)
+    options: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default="{}")
+    status: Mapped[str] = mapped_column(String(24), nullable=False, server_default="created")
+    submitted: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    rejected: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    sealed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+    __table_args__ = (Index("ix_jobs_tenant_created", "tenant_id", "created_at"),)
+
+
+class Upload(Base):
+    """One accepted upload request, so a retried request can be recognised."""
+
+    __tablename__ = "uploads"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), nullable=False)
+    rows: Mapped[int] = mapped_column(Integer, nullable=False)
+    accepted: Mapped[int] = mapped_column(Integer, nullable=False)
+    duplicates: Mapped[int] = mapped_column(Integer, nullable=False)
+    rejected: Mapped[int] = mapped_column(Integer, nullable=False)
+    created_at: Mapped[datetime] = _now()
+
+
+class Review(Base):
+    """A review of a job, unique per (job, dedup key): id = uuid5(job, dedup key)."""
+
+    __tablename__ = "reviews"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(36), nullable=False)
+    origin: Mapped[str] = mapped_column(Text, nullable=False)  # upload:chunk:row first seen
+    external_id: Mapped[str | None] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text, nullable=False)
+    rating: Mapped[int | None] = mapped_column(SmallInteger)
+    language: Mapped[str | None] = mapped_column(String(16))
+    created_at_src: Mapped[str | None] = mapped_column(Text)
+    author: Mapped[str | None] = mapped_column(Text)
+    source: Mapped[str | None] = mapped_column(Text)
+    ingested_at: Mapped[datetime] = _now()
+    __table_args__ = (Index("ix_reviews_job", "job_id"),)
+
+
+class IngestChunk(Base):
+    """Outcome of one submitted chunk at ingest (replays rewrite the same numbers)."""
+
+    __tablename__ = "ingest_chunks"
+    id: Mapped[str] = mapped_column(Text, primary_key=True)  # upload_id:chunk_no
+    job_id: Mapped[str] = mapped_column(String(36), nullable=False)
+    rows: Mapped[int] = mapped_column(Integer, nullable=False)
+    accepted: Mapped[int] = mapped_column(Integer, nullable=False)
+    duplicates: Mapped[int] = mapped_column(Integer, nullable=False)
+    rejected: Mapped[int] = mapped_column(Integer, nullable=False)
+    __table_args__ = (Index("ix_ingest_chunks_job", "job_id"),)
+
+
+class JobModel(Base):
+    """The learned analysis model of a job: dimensions and the 5W profile."""
+
+    __tablename__ = "job_models"
+    job_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    dimensions: Mapped[list[Any]] = mapped_column(JSONB, nullable=False)
+    five_w: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    sample_size: Mapped[int] = mapped_column(Integer, nullable=False)
+    model: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = _now()
+
+
+class LearnPending(Base):
+    """A batch of reviews held back by `learn` until its job's model exists."""
+
+    __tablename__ = "learn_pending"
+    job_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    batch_key: Mapped[str] = mapped_column(Text, primary_key=True)
+    reviews: Mapped[list[Any]] = mapped_column(JSONB, nullable=False)
+    created_at: Mapped[datetime] = _now()
+
+
+class Translation(Base):
+    """A review's text in its job's target language (translated or skipped)."""
+
+    __tablename__ = "translations"
+    review_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(36), nullable=False)
+    source_language: Mapped[str] = mapped_column(String(16), nullable=False)
+    target_language: Mapped[str] = mapped_column(String(16), nullable=False)
+    text: Mapped[str] = mapped_column(Text, nullable=False)
+    translated: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    __table_args__ = (Index("ix_translations_job", "job_id"),)
+
+
+class ReviewInsightState(Base):
+    """That a review went through insight extraction, and how many insights it gave."""
+
+    __tablename__ = "review_insights"
+    review_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(36), nullable=False)
+    n_insights: Mapped[int] = mapped_column(Integer, nullable=False)
+    __table_args__ = (Index("ix_review_insights_job", "job_id"),)
+
+
+class InsightRow(Base):
+    """An insight: id = uuid5(review id, position)."""
+
+    __tablename__ = "insights"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(36), nullable=False)
+    review_id: Mapped[str] = mapped_column(String(36), nullable=False)
+    dimension: Mapped[str] = mapped_column(Text, nullable=False)
+    aspect: Mapped[str] = mapped_column(Text, nullable=False)
+    sentiment: Mapped[str] = mapped_column(String(8), nullable=False)
+    score: Mapped[float] = mapped_column(Float, nullable=False)
+    quote: Mapped[str] = mapped_column(Text, nullable=False)
+    quote_start: Mapped[int] = mapped_column(Integer, nullable=False)
+    quote_end: Mapped[int] = mapped_column(Integer, nullable=False)
+    five_w: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    __table_args__ = (Index("ix_insights_job_dim", "job_id", "dimension"),)
+
+
+class Theme(Base):
+    """A theme of a job: id = uuid5(job, dimension, aspect key)."""
+
+    __tablename__ = "themes"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(36), nullable=False)
+    dimension: Mapped[str] = mapped_column(Text, nullable=False)
+    key: Mapped[str] = mapped_column(Text, nullable=False)
+    name: Mapped[str] = mapped_column(Text, nullable=False)
+    description: Mapped[str] = mapped_column(Text, nullable=False)
+    __table_args__ = (Index("ix_themes_job", "job_id"),)
+
+
+class ThemeMember(Base):
+    """An insight's theme."""
+
+    __tablename__ = "theme_members"
+    insight_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    theme_id: Mapped[str] = mapped_column(String(36), nullable=False)
+    job_id: Mapped[str] = mapped_column(String(36), nullable=False)
+    review_id: Mapped[str] = mapped_column(String(36), nullable=False)
+    __table_args__ = (Index("ix_theme_members_job_theme", "job_id", "theme_id"),)
+
+
+class ReviewThemed(Base):
+    """That a review's insights (possibly none) went through theme assignment."""
+
+    __tablename__ = "review_themed"
+    review_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(36), nullable=False)
+    __table_args__ = (Index("ix_review_themed_job", "job_id"),)
+
+
+class Report(Base):
+    """A job's report: the JSON document the API and the HTML page serve."""
+
+    __tablename__ = "reports"
+    job_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    status: Mapped[str] = mapped_column(String(24), nullable=False)
+    coverage: Mapped[float] = mapped_column(Float, nullable=False)
+    data: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    generated_at: Mapped[datetime] = _now()
+
+
+class DeadLetter(Base):
+    """A record a stage gave up on: which, where it came from, and why."""
+
+    __tablename__ = "dead_letters"
+    id: Mapped[str] = mapped_column(Text, primary_key=True)  # stage:review id or stage:t:p:o
+    stage: Mapped[str] = mapped_column(String(16), nullable=False)
+    job_id: Mapped[str | None] = mapped_column(String(36))
+    review_id: Mapped[str | None] = mapped_column(String(36))
+    topic: Mapped[str] = mapped_column(Text, nullable=False)
+    partition: Mapped[int] = mapped_column(Integer, nullable=False)
+    offset: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    error_type: Mapped[str] = mapped_column(Text, nullable=False)
+    error: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = _now()
+    redriven_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    __table_args__ = (Index("ix_dead_letters_job", "job_id"),)
+
+
+class CallbackOutbox(Base):
+    """A callback to POST: one row per (job, event), delivered with retries."""
+
+    __tablename__ = "callback_outbox"
+    id: Mapped[str] = mapped_column(Text, primary_key=True)  # job_id:event
+    job_id: Mapped[str] = mapped_column(String(36), nullable=False)
+    url: Mapped[str] = mapped_column(Text, nullable=False)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    next_attempt_at: Mapped[datetime] = _now()
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)

@@ -1,0 +1,73 @@
+"""A tiny fixed-size pool of async psycopg connections for stage services.
+
+Stages process a few batches concurrently and each batch writes in its own transaction,
+so a handful of connections suffices; a broken connection is replaced on release.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from typing import Any
+
+import psycopg
+
+
+class ConnectionPool:
+    """`size` connections handed out one task at a time."""
+
+    def __init__(self, url: str, size: int = 4) -> None:
+        self.url = url
+        self.size = size
+        self._free: asyncio.Queue[psycopg.AsyncConnection[Any]] = asyncio.Queue()
+        self._all: list[psycopg.AsyncConnection[Any]] = []
+
+    async def open(self) -> None:
+        """Open every connection (fails fast if Postgres is unreachable)."""
+        for _ in range(self.size):
+            conn = await psycopg.AsyncConnection.connect(self.url)
+            self._all.append(conn)
+            self._free.put_nowait(conn)
+
+    async def close(self) -> None:
+        """Close every connection."""
+        for conn in self._all:
+            await conn.close()
+        self._all.clear()
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """Borrow a connection; its transaction is rolled back if the block raises."""
+        conn = await self._free.get()
+        try:
+            yield conn
+        except BaseException:
+            await self._recycle(conn)
+            raise
+        else:
+            if conn.closed or conn.broken:
+                conn = await self._replace(conn)
+            elif conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                # A read-only borrower left its transaction open: end it, so no snapshot
+                # or lock outlives the borrow.
+                await conn.rollback()
+            self._free.put_nowait(conn)
+
+    async def _recycle(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        try:
+            if not conn.closed and not conn.broken:
+                await conn.rollback()
+                self._free.put_nowait(conn)
+                return
+        except psycopg.Error:
+            pass
+        self._free.put_nowait(await self._replace(conn))
+
+    async def _replace(self, conn: psycopg.AsyncConnection[Any]) -> psycopg.AsyncConnection[Any]:
+        self._all.remove(conn)
+        with suppress(psycopg.Error):
+            await conn.close()
+        new = await psycopg.AsyncConnection.connect(self.url)
+        self._all.append(new)
+        return new

@@ -1,0 +1,94 @@
+"""Settings shared by every service: Kafka, Postgres, Redis and the service runtime.
+
+Each service composes these with its own `Settings(BaseSettings)`. Values come from the
+environment (the same names `voc up` writes to `.voc/stack.env`); secrets are `SecretStr`
+so they are masked whenever a settings object is printed or logged.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Environment = Literal["dev", "test", "prod"]
+
+
+class KafkaSettings(BaseSettings):
+    """How to reach the Kafka cluster and how topics are named and sized."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    bootstrap_servers: str = Field(
+        default="127.0.0.1:19092", validation_alias="KAFKA_BOOTSTRAP_SERVERS"
+    )
+    topic_prefix: str = Field(default="voc.", validation_alias="VOC_TOPIC_PREFIX")
+    partitions: int = Field(default=6, validation_alias="VOC_TOPIC_PARTITIONS")
+    replication_factor: int = Field(default=1, validation_alias="VOC_TOPIC_REPLICATION")
+    retention_days: int = Field(default=7, validation_alias="VOC_TOPIC_RETENTION_DAYS")
+    cluster_name: str = Field(default="vocstream", validation_alias="VOC_KAFKA_CLUSTER_NAME")
+    # Short session timeouts make rebalances after a restart take seconds, not a minute.
+    session_timeout_ms: int = Field(default=6000, validation_alias="VOC_KAFKA_SESSION_TIMEOUT_MS")
+    heartbeat_interval_ms: int = Field(
+        default=1000, validation_alias="VOC_KAFKA_HEARTBEAT_INTERVAL_MS"
+    )
+    max_poll_interval_ms: int = Field(
+        default=300_000, validation_alias="VOC_KAFKA_MAX_POLL_INTERVAL_MS"
+    )
+
+
+class DatabaseSettings(BaseSettings):
+    """The Postgres database every service writes to."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    url: SecretStr = Field(
+        default=SecretStr("postgresql://voc@127.0.0.1:15432/voc"),
+        validation_alias="DATABASE_URL",
+    )
+    pool_size: int = Field(default=4, validation_alias="VOC_DB_POOL_SIZE")
+
+    def sqlalchemy_url(self) -> str:
+        """The URL with the psycopg 3 driver named, as SQLAlchemy wants it."""
+        raw = self.url.get_secret_value()
+        for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
+            if raw.startswith(prefix):
+                return "postgresql+psycopg://" + raw[len(prefix) :]
+        return raw
+
+    def libpq_url(self) -> str:
+        """The URL as plain libpq (psycopg.connect) expects it."""
+        return self.sqlalchemy_url().replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+class RedisSettings(BaseSettings):
+    """The Redis shared by the API cache, rate limits and the LLM token bucket."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    url: SecretStr = Field(
+        default=SecretStr("redis://127.0.0.1:16379/0"), validation_alias="REDIS_URL"
+    )
+
+
+class RuntimeSettings(BaseSettings):
+    """Process-level knobs common to every service."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    env: Environment = Field(default="dev", validation_alias="VOC_ENV")
+    log_level: str = Field(default="INFO", validation_alias="VOC_LOG_LEVEL")
+    metrics_port: int = Field(default=0, validation_alias="VOC_METRICS_PORT")
+    instance: str = Field(default="", validation_alias="VOC_INSTANCE")
+
+
+class CommonSettings(BaseSettings):
+    """Everything a pipeline service needs to reach the shared infrastructure."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    db: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
