@@ -1,0 +1,305 @@
+"""The shared LLM rate limiter: one quota for every process and replica, kept in Redis.
+
+How it works (the Lua script `ratelimit.lua` beside this file does one atomic step):
+
+- **Reservations, not polling (GCRA).** Each provider/model key has a theoretical arrival
+  time (TAT) for requests and one for tokens. A caller asks once; the script reserves the
+  earliest instant at which both the requests/s bucket and the tokens/min bucket allow
+  the call, advances the TATs and returns the wait. The caller sleeps exactly that long
+  and goes. Waits come from the Redis clock, so callers' clocks never matter.
+- **Tokens.** A call's token cost is estimated before it (prompt size + expected answer)
+  and corrected afterwards from the provider's `usage` (`adjust`).
+- **429s.** A provider 429 shrinks the effective rate for everyone (x `penalty_factor`,
+  0.75) for the `Retry-After` window (at least 0.25 s); 429s in later windows shrink it
+  further, down to `penalty_min_factor` - `penalize`. A response whose
+  `x-ratelimit-remaining-requests` is 0 makes everyone wait for one request's refill
+  (`reset / (limit - remaining)`) - `hold`.
+- **Fairness.** Reservations may reach at most `horizon` seconds ahead in total, and that
+  horizon is shared equally among the jobs active in the last few seconds: a job may
+  hold at most `horizon * rate / n_active` outstanding reservations. A job over its share
+  gets a wake-up ticket (spaced by its share of the rate, so its callers do not stampede)
+  instead of a reservation, so a huge job can never queue a small one out: the small
+  job's calls go after at most its share of the queue.
+- **Stale slots.** A caller that wakes up more than `limiter_max_late_s` after its slot
+  (a starved CPU, a GC pause) does not send - that would bunch with the calls that are on
+  time - but queues again (at most twice).
+- **Redis down.** Calls fall back to an in-process limit of `fallback_fraction` of the
+  rate, logged once per outage; Redis is probed again every second and used as soon as
+  it answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import math
+import time
+import uuid
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from shared.llm.errors import LLMRateLimited
+from shared.llm.metrics import LLMMetrics
+from shared.llm.settings import LLMSettings, StageConfig
+
+log = logging.getLogger(__name__)
+
+DEFAULT_JOB = "_"
+PROBE_INTERVAL_S = 1.0
+MAX_STALE_SLOTS = 2
+# A Retry-After shorter than this still slows everyone down for this long.
+PENALTY_MIN_WINDOW_S = 0.25
+
+STATUS_GO = 0
+STATUS_WAIT_TURN = 1
+STATUS_TOO_LATE = 2
+
+
+def gcra_conform_at(tat: float, now: float, cost: float, interval: float, burst: float) -> float:
+    """When a request of `cost` units conforms to a GCRA bucket (never before `now`).
+
+    `tat` is the bucket's theoretical arrival time, `interval` seconds per unit (1/rate)
+    and `burst` the bucket depth in units. A request conforms at
+    `tat + (min(cost, burst) - burst) * interval`: a cost larger than the bucket waits
+    for a full bucket and then overdraws it.
+    """
+    return max(now, tat + (min(cost, burst) - burst) * interval)
+
+
+def gcra_advance(tat: float, go: float, cost: float, interval: float) -> float:
+    """The bucket's new TAT after a request of `cost` units went at `go`."""
+    return max(tat, go) + cost * interval
+
+
+def gcra_reserve(
+    tat: float, now: float, cost: float, interval: float, burst: float
+) -> tuple[float, float]:
+    """One GCRA step on one bucket: (go, new_tat)."""
+    go = gcra_conform_at(tat, now, cost, interval, burst)
+    return go, gcra_advance(tat, go, cost, interval)
+
+
+def fair_cap(horizon_s: float, rate: float, n_active: int) -> int:
+    """How many outstanding reservations one of `n_active` jobs may hold."""
+    return max(1, math.floor(horizon_s * rate / max(1, n_active)))
+
+
+def estimate_tokens(messages: list[dict[str, str]], max_tokens: int) -> int:
+    """A cheap upper-ish estimate of a call's tokens: ~3 characters per prompt token,
+    plus an answer as long as the prompt (bounded by `max_tokens`)."""
+    chars = sum(len(m.get("content") or "") for m in messages)
+    prompt = chars // 3 + 4 * len(messages)
+    return prompt + min(max_tokens, max(64, prompt))
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """The limiter's answer: go after `wait_s` (status 0), ask again after `wait_s`
+    (1), or the wait would pass the caller's deadline (2).
+
+    `go_at` is the granted instant on the Redis clock (epoch seconds; 0 for the local
+    fallback), `waited_s` what `acquire` actually waited in total.
+    """
+
+    status: int
+    wait_s: float
+    n_active: int = 1
+    cap: int = 0
+    local: bool = False
+    go_at: float = 0.0
+    waited_s: float = 0.0
+
+
+class LocalLimiter:
+    """The in-process fallback: the same GCRA arithmetic on the local monotonic clock."""
+
+    def __init__(self) -> None:
+        self._tat: dict[tuple[str, str], float] = {}
+
+    def reserve(
+        self, key: str, *, rps: float, burst: int, tps: float, token_burst: float, cost: float
+    ) -> float:
+        """Reserve a slot and return the wait in seconds."""
+        now = time.monotonic()
+        tat_r = self._tat.get((key, "r"), now)
+        go = gcra_conform_at(tat_r, now, 1, 1 / rps, burst)
+        if tps > 0:
+            tat_t = self._tat.get((key, "t"), now)
+            go = max(go, gcra_conform_at(tat_t, now, cost, 1 / tps, token_burst))
+            self._tat[(key, "t")] = gcra_advance(tat_t, go, cost, 1 / tps)
+        self._tat[(key, "r")] = gcra_advance(tat_r, go, 1, 1 / rps)
+        return go - now
+
+
+class RateLimiter:
+    """The shared limiter. Built with a Redis client (or None for local-only use)."""
+
+    def __init__(
+        self,
+        redis: Redis | None,
+        settings: LLMSettings,
+        metrics: LLMMetrics | None = None,
+        *,
+        gate: asyncio.Semaphore | None = None,
+    ) -> None:
+        self._redis = redis
+        # Bounds this process's concurrent Redis calls: hundreds of callers must queue here,
+        # not exhaust the client's connection pool (MaxConnectionsError).
+        self._gate = gate or asyncio.Semaphore(settings.redis_max_concurrency)
+        self._settings = settings
+        self._metrics = metrics
+        self._script: Any = None
+        self._local = LocalLimiter()
+        self._down_until = 0.0
+        self._down = False
+
+    def _keys(self, limit_key: str, job: str) -> list[str]:
+        tag = "{" + f"{self._settings.key_prefix}:rl:{limit_key}" + "}"
+        return [f"{tag}:s", f"{tag}:jobs", f"{tag}:o:{job}", f"{tag}:w:{job}"]
+
+    async def _eval(self, keys: list[str], args: list[Any]) -> list[int] | None:
+        """Run the script; None (and fallback mode) when Redis is unreachable."""
+        if self._redis is None:
+            return None
+        now = time.monotonic()
+        if self._down and now < self._down_until:
+            return None
+        if self._script is None:
+            text = resources.files("shared.llm").joinpath("ratelimit.lua").read_text()
+            self._script = self._redis.register_script(text)
+        try:
+            async with self._gate:
+                result = await asyncio.wait_for(
+                    self._script(keys=keys, args=args), self._settings.redis_timeout_s
+                )
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._down_until = time.monotonic() + PROBE_INTERVAL_S
+            if not self._down:
+                self._down = True
+                log.warning(
+                    "llm limiter: Redis unreachable (%s); using a local limit of %.0f%% "
+                    "of the quota until it is back",
+                    type(exc).__name__,
+                    self._settings.fallback_fraction * 100,
+                )
+                if self._metrics:
+                    self._metrics.limiter_fallback.set(1)
+            return None
+        if self._down:
+            self._down = False
+            log.info("llm limiter: Redis is back; shared limiting resumed")
+            if self._metrics:
+                self._metrics.limiter_fallback.set(0)
+        return [int(x) for x in result]
+
+    @property
+    def degraded(self) -> bool:
+        """True while the limiter runs on its local fallback."""
+        return self._down
+
+    def _tps(self, cfg: StageConfig) -> float:
+        return cfg.tpm / 60.0 if cfg.tpm > 0 else 0.0
+
+    def _token_burst(self, cfg: StageConfig) -> float:
+        return max(1.0, self._tps(cfg) * self._settings.tpm_burst_s)
+
+    async def reserve(
+        self, cfg: StageConfig, cost: int, job_id: str | None, max_wait_s: float
+    ) -> Reservation:
+        """Ask once for a slot (see the module docstring)."""
+        s = self._settings
+        job = job_id or DEFAULT_JOB
+        args = [
+            "reserve",
+            repr(cfg.rps),
+            s.rps_burst,
+            repr(self._tps(cfg)),
+            repr(self._token_burst(cfg)),
+            cost,
+            job,
+            uuid.uuid4().hex,
+            repr(s.limiter_horizon_s),
+            repr(s.limiter_active_window_s),
+            repr(max(0.0, max_wait_s)),
+        ]
+        res = await self._eval(self._keys(cfg.limit_key, job), args)
+        if res is not None:
+            go_at = res[4] / 1e6 if len(res) > 4 else 0.0
+            return Reservation(res[0], res[1] / 1e6, res[2], res[3], go_at=go_at)
+        f = s.fallback_fraction
+        wait = self._local.reserve(
+            cfg.limit_key,
+            rps=cfg.rps * f,
+            burst=s.rps_burst,
+            tps=self._tps(cfg) * f,
+            token_burst=self._token_burst(cfg) * f,
+            cost=cost,
+        )
+        return Reservation(STATUS_GO, wait, local=True)
+
+    async def acquire(
+        self, cfg: StageConfig, cost: int, *, job_id: str | None = None, deadline: float
+    ) -> Reservation:
+        """Wait for this call's turn; returns the granted reservation (with `waited_s`).
+
+        `deadline` is a `time.monotonic()` instant: if the turn would come later, raise
+        `LLMRateLimited` (retryable) instead of waiting.
+        """
+        start = time.monotonic()
+        stale = 0
+        max_late = self._settings.limiter_max_late_s
+        while True:
+            now = time.monotonic()
+            res = await self.reserve(cfg, cost, job_id, deadline - now)
+            if res.status == STATUS_GO:
+                if res.wait_s > 0:
+                    await asyncio.sleep(res.wait_s)
+                woke = time.monotonic()
+                late = woke - (now + res.wait_s)
+                if 0 < max_late < late and stale < MAX_STALE_SLOTS and woke < deadline:
+                    # Woken far behind our slot (CPU starvation, a GC pause): sending now
+                    # would bunch up with the calls that are on time and earn a 429. The
+                    # slot is gone either way; queue again.
+                    stale += 1
+                    if self._metrics:
+                        self._metrics.limiter_stale.labels(cfg.stage, cfg.model).inc()
+                    continue
+                return dataclasses.replace(res, waited_s=woke - start)
+            if res.status == STATUS_TOO_LATE or now + res.wait_s > deadline:
+                raise LLMRateLimited(
+                    f"rate limit: no slot before the deadline (next in {res.wait_s:.2f}s)",
+                    stage=cfg.stage,
+                    retry_after=res.wait_s,
+                )
+            # over this job's fair share: sleep until our ticket, then ask again
+            await asyncio.sleep(res.wait_s)
+
+    async def adjust(self, cfg: StageConfig, delta_tokens: int) -> None:
+        """Correct the token bucket by actual - estimated tokens of a finished call."""
+        if cfg.tpm <= 0 or delta_tokens == 0:
+            return
+        args = ["adjust", "0", "0", repr(self._tps(cfg)), "0", delta_tokens]
+        await self._eval(self._keys(cfg.limit_key, DEFAULT_JOB), args)
+
+    async def penalize(self, cfg: StageConfig, retry_after_s: float) -> None:
+        """A provider 429: shrink everyone's rate for the Retry-After window."""
+        s = self._settings
+        args = [
+            "penalize",
+            repr(max(0.0, retry_after_s)),
+            repr(s.penalty_factor),
+            repr(min(s.penalty_factor, s.penalty_min_factor)),
+            repr(PENALTY_MIN_WINDOW_S),
+        ]
+        await self._eval(self._keys(cfg.limit_key, DEFAULT_JOB), args)
+
+    async def hold(self, cfg: StageConfig, seconds: float) -> None:
+        """The provider says its window is exhausted: nobody starts a call for `seconds`."""
+        if seconds <= 0:
+            return
+        await self._eval(self._keys(cfg.limit_key, DEFAULT_JOB), ["hold", repr(seconds)])

@@ -1,0 +1,498 @@
+"""The fake OpenAI-compatible server: a bare ASGI app served by uvicorn (uvloop, httptools).
+
+Routes:
+- `POST /v1/chat/completions`: the stage comes from `X-Voc-Stage` (or is guessed from the
+  input), the input is the first user message that parses as a JSON object, the answer
+  is `voc.fake_llm.answers`' for that stage. Returns `usage` and `x-ratelimit-*` headers.
+- `GET /v1/models`, `GET /health`
+- `GET|POST /admin/config`: read or change the config on a running server
+- `GET /stats` (add `?arrivals=1` for the arrival times and those of the 429s, on the
+  machine's monotonic clock), `POST /stats/reset`
+- `GET /metrics`: Prometheus text
+
+Order of decisions per request: server-side rate limit (429 with `Retry-After`,
+`retry-after-ms` and `x-ratelimit-*`), then latency, then at most one injected fault
+(5xx, hang, malformed, truncated, fenced, missing item, bad quote) - faults only for
+inputs containing `fault_match` when it is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import socket
+import time
+import zlib
+from collections import deque
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import parse_qs
+
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from pydantic import ValidationError
+
+from voc.fake_llm.answers import answer, drop_one_item, guess_stage, paraphrase_quotes
+from voc.fake_llm.config import FakeConfig
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+FAULTS = (
+    "server_error",
+    "timeout",
+    "malformed",
+    "truncated",
+    "fenced",
+    "missing_item",
+    "bad_quote",
+)
+_JSON = [(b"content-type", b"application/json")]
+_ARRIVALS_MAX = 500_000
+
+
+class TokenBucket:
+    """The fake provider's request limit: `rate`/s refill, `burst` deep."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.last = time.monotonic()
+
+    def take(self) -> tuple[bool, float, float]:
+        """(allowed, remaining tokens, seconds until one token is available)."""
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True, self.tokens, 0.0
+        return False, self.tokens, (1 - self.tokens) / self.rate
+
+    def reset_s(self) -> float:
+        """Seconds until the bucket is full again."""
+        return (self.burst - self.tokens) / self.rate
+
+
+def _fmt_duration(seconds: float) -> str:
+    return f"{max(0, round(seconds * 1000))}ms"
+
+
+class Stats:
+    """Counters behind `GET /stats`."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Zero everything."""
+        self.started = time.time()
+        self.requests = 0
+        self.ok = 0
+        self.rate_limited = 0
+        self.faults: dict[str, int] = dict.fromkeys(FAULTS, 0)
+        self.by_stage: dict[str, dict[str, Any]] = {}
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.arrivals: deque[float] = deque(maxlen=_ARRIVALS_MAX)
+        self.rate_limited_at: deque[float] = deque(maxlen=_ARRIVALS_MAX)
+
+    def stage(self, stage: str) -> dict[str, Any]:
+        """The per-stage counters (created on first use)."""
+        s = self.by_stage.get(stage)
+        if s is None:
+            s = {"requests": 0, "ok": 0, "rate_limited": 0, "faults": dict.fromkeys(FAULTS, 0)}
+            self.by_stage[stage] = s
+        return s
+
+    def max_in_window(self, window_s: float = 1.0) -> int:
+        """The most requests that arrived within any `window_s` (half-open) window."""
+        times = list(self.arrivals)
+        best = 0
+        j = 0
+        for i, t in enumerate(times):
+            while times[j] <= t - window_s:
+                j += 1
+            best = max(best, i - j + 1)
+        return best
+
+    def snapshot(self, arrivals: bool = False) -> dict[str, Any]:
+        """The JSON document of `GET /stats`."""
+        doc: dict[str, Any] = {
+            "requests": self.requests,
+            "ok": self.ok,
+            "rate_limited": self.rate_limited,
+            "faults": dict(self.faults),
+            "faults_total": sum(self.faults.values()),
+            "by_stage": self.by_stage,
+            "tokens": {"prompt": self.prompt_tokens, "completion": self.completion_tokens},
+            "max_requests_in_1s": self.max_in_window(1.0),
+            "uptime_s": round(time.time() - self.started, 3),
+        }
+        if arrivals:
+            doc["arrivals"] = list(self.arrivals)
+            doc["rate_limited_at"] = list(self.rate_limited_at)
+        return doc
+
+
+class FakeLLMApp:
+    """The ASGI application."""
+
+    def __init__(self, config: FakeConfig) -> None:
+        self.config = config
+        self.stats = Stats()
+        self.rng = random.Random(config.seed)
+        self.bucket: TokenBucket | None = None
+        self._configure_bucket()
+        self.registry = CollectorRegistry()
+        self.m_requests = Counter(
+            "fake_llm_requests", "Chat requests", ("stage", "status"), registry=self.registry
+        )
+        self.m_faults = Counter(
+            "fake_llm_faults", "Injected faults", ("stage", "kind"), registry=self.registry
+        )
+        self.m_latency = Histogram(
+            "fake_llm_latency_seconds", "Response latency", registry=self.registry
+        )
+
+    def _configure_bucket(self) -> None:
+        c = self.config
+        self.bucket = TokenBucket(c.rate_limit_rps, c.burst) if c.rate_limit_rps > 0 else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                msg = await receive()
+                if msg["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif msg["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        method, path = scope["method"], scope["path"]
+        body = await _read_body(receive)
+        if path == "/v1/chat/completions" and method == "POST":
+            await self.chat(scope, body, receive, send)
+        elif path in ("/v1/models", "/models") and method == "GET":
+            data = {
+                "object": "list",
+                "data": [
+                    {
+                        "id": self.config.model,
+                        "object": "model",
+                        "created": 0,
+                        "owned_by": "vocstream",
+                    }
+                ],
+            }
+            await _respond(send, 200, data)
+        elif path == "/health":
+            await _respond(send, 200, {"status": "ok"})
+        elif path == "/stats" and method == "GET":
+            qs = parse_qs(scope.get("query_string", b"").decode())
+            await _respond(send, 200, self.stats.snapshot(arrivals="arrivals" in qs))
+        elif path == "/stats/reset" and method == "POST":
+            self.stats.reset()
+            await _respond(send, 200, {"status": "reset"})
+        elif path == "/admin/config":
+            if method == "POST":
+                await self.admin_config(body, send)
+            else:
+                await _respond(send, 200, self.config.model_dump())
+        elif path == "/metrics":
+            await _send(
+                send,
+                200,
+                generate_latest(self.registry),
+                [(b"content-type", b"text/plain; version=0.0.4")],
+            )
+        else:
+            await _respond(send, 404, {"error": {"message": f"no route {method} {path}"}})
+
+    async def admin_config(self, body: bytes, send: Send) -> None:
+        """Apply a partial config change."""
+        try:
+            patch = orjson.loads(body or b"{}")
+            if not isinstance(patch, dict):
+                raise ValueError("config patch must be a JSON object")
+            new = self.config.updated(patch)
+        except (ValueError, ValidationError) as exc:
+            await _respond(send, 400, {"error": {"message": str(exc)}})
+            return
+        old = self.config
+        self.config = new
+        if (new.rate_limit_rps, new.burst) != (old.rate_limit_rps, old.burst):
+            self._configure_bucket()
+        if new.seed != old.seed:
+            self.rng = random.Random(new.seed)
+        log.info("fake llm: config changed: %s", patch)
+        await _respond(send, 200, new.model_dump())
+
+    def _ratelimit_headers(self, remaining: float) -> list[tuple[bytes, bytes]]:
+        if self.bucket is None:
+            return []
+        b = self.bucket
+        return [
+            # as OpenAI: limit = bucket size, reset = time until it is full again
+            (b"x-ratelimit-limit-requests", str(max(1, math.floor(b.burst))).encode()),
+            (b"x-ratelimit-remaining-requests", str(max(0, math.floor(remaining))).encode()),
+            (b"x-ratelimit-reset-requests", _fmt_duration(b.reset_s()).encode()),
+        ]
+
+    async def chat(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> None:
+        """`POST /v1/chat/completions`."""
+        t0 = time.monotonic()
+        c = self.config
+        st = self.stats
+        st.requests += 1
+        st.arrivals.append(t0)
+        try:
+            req = orjson.loads(body)
+            messages = req["messages"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            await _respond(send, 400, {"error": {"message": "invalid request body"}})
+            return
+        inp, user_text = _input_of(messages)
+        stage = _header(scope, b"x-voc-stage") or guess_stage(inp) or "unknown"
+        ss = st.stage(stage)
+        ss["requests"] += 1
+
+        rl_headers: list[tuple[bytes, bytes]] = []
+        if self.bucket is not None:
+            allowed, remaining, wait = self.bucket.take()
+            rl_headers = self._ratelimit_headers(remaining)
+            if not allowed:
+                st.rate_limited += 1
+                st.rate_limited_at.append(t0)
+                ss["rate_limited"] += 1
+                self.m_requests.labels(stage, "429").inc()
+                headers = [
+                    *_JSON,
+                    *rl_headers,
+                    (b"retry-after", str(max(1, math.ceil(wait))).encode()),
+                    (b"retry-after-ms", str(max(1, math.ceil(wait * 1000))).encode()),
+                ]
+                err = {
+                    "error": {
+                        "message": "Rate limit reached; retry later.",
+                        "type": "requests",
+                        "code": "rate_limit_exceeded",
+                    }
+                }
+                await _send(send, 429, orjson.dumps(err), headers)
+                return
+
+        if c.latency_max_ms > 0:
+            await asyncio.sleep(self.rng.uniform(c.latency_min_ms, c.latency_max_ms) / 1000)
+
+        fault = self._pick_fault(stage, user_text)
+        if fault:
+            st.faults[fault] += 1
+            ss["faults"][fault] += 1
+            self.m_faults.labels(stage, fault).inc()
+        if fault == "server_error":
+            status = 500 if self.rng.random() < 0.5 else 503
+            self.m_requests.labels(stage, str(status)).inc()
+            await _respond(
+                send,
+                status,
+                {"error": {"message": "injected server error", "type": "server_error"}},
+            )
+            return
+        if fault == "timeout":
+            try:
+                await asyncio.wait_for(_wait_disconnect(receive), c.hang_s)
+            except TimeoutError:
+                await _respond(send, 504, {"error": {"message": "injected hang ended"}})
+            return
+
+        try:
+            out = answer(stage, inp)
+        except KeyError:
+            out = {"error": f"unknown stage {stage!r}"}
+        except (TypeError, ValueError, AttributeError) as exc:
+            await _respond(send, 400, {"error": {"message": f"bad input for {stage}: {exc}"}})
+            return
+        seed = zlib.crc32(user_text.encode())
+        if fault == "missing_item":
+            out = drop_one_item(out, seed)
+        elif fault == "bad_quote":
+            out = paraphrase_quotes(out, str(inp.get("text") or ""))
+        content = orjson.dumps(out).decode()
+        finish = "stop"
+        if fault == "malformed":
+            content = _malformed(content, seed)
+        elif fault == "truncated":
+            content = content[: max(1, int(len(content) * 0.6))]
+            finish = "length"
+        elif fault == "fenced":
+            content = f"Here is the analysis you asked for:\n```json\n{content}\n```\nDone."
+
+        prompt_tokens = sum(len(str(m.get("content") or "")) for m in messages) // 4 + 1
+        completion_tokens = len(content) // 4 + 1
+        st.prompt_tokens += prompt_tokens
+        st.completion_tokens += completion_tokens
+        st.ok += 1
+        ss["ok"] += 1
+        self.m_requests.labels(stage, "200").inc()
+        self.m_latency.observe(time.monotonic() - t0)
+        doc = {
+            "id": f"chatcmpl-fake-{seed:08x}-{st.requests}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": str(req.get("model") or c.model),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content},
+                    "finish_reason": finish,
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        }
+        await _send(send, 200, orjson.dumps(doc), [*_JSON, *rl_headers])
+
+    def _pick_fault(self, stage: str, user_text: str) -> str | None:
+        c = self.config
+        if c.fault_match is not None and c.fault_match not in user_text:
+            return None
+        if c.fault_stages is not None and stage not in c.fault_stages:
+            return None
+        rates = (
+            ("server_error", c.error_rate),
+            ("timeout", c.timeout_rate),
+            ("malformed", c.malformed_rate),
+            ("truncated", c.truncated_rate),
+            ("fenced", c.fenced_rate),
+            ("missing_item", c.missing_item_rate if stage == "translate" else 0.0),
+            ("bad_quote", c.bad_quote_rate if stage == "insight" else 0.0),
+        )
+        for kind, rate in rates:
+            if rate > 0 and self.rng.random() < rate:
+                return kind
+        return None
+
+
+def _input_of(messages: Any) -> tuple[dict[str, Any], str]:
+    """The stage input: the first user message that is a JSON object."""
+    if isinstance(messages, list):
+        for m in messages:
+            if isinstance(m, dict) and m.get("role") == "user":
+                text = m.get("content")
+                if isinstance(text, list):  # content parts
+                    text = "".join(p.get("text", "") for p in text if isinstance(p, dict))
+                if not isinstance(text, str):
+                    continue
+                try:
+                    value = orjson.loads(text)
+                except orjson.JSONDecodeError:
+                    continue
+                if isinstance(value, dict):
+                    return value, text
+    return {}, ""
+
+
+def _malformed(content: str, seed: int) -> str:
+    """Unrepairable junk: prose, or JSON with its quotes broken."""
+    if seed % 2:
+        return "I'm sorry, I can't produce that analysis right now."
+    return "{" + content[1:].replace('"', "'", 3).replace(":", " =", 2)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for k, v in scope.get("headers", ()):
+        if k == name:
+            return str(v.decode("latin-1"))
+    return None
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            break
+        chunks.append(msg.get("body", b""))
+        if not msg.get("more_body"):
+            break
+    return b"".join(chunks)
+
+
+async def _wait_disconnect(receive: Receive) -> None:
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            return
+
+
+async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    headers = [*headers, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _respond(send: Send, status: int, doc: Any) -> None:
+    await _send(send, status, orjson.dumps(doc), _JSON)
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port (port 0 = any free port)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(4096)
+    sock.set_inheritable(True)
+    return sock
+
+
+async def serve(
+    config: FakeConfig,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Serve the fake until cancelled or signalled; `on_ready(base_url)` once listening."""
+    import uvicorn
+
+    app = FakeLLMApp(config)
+    sock = bind_socket(host, port)
+    actual = sock.getsockname()[1]
+    uv_config = uvicorn.Config(
+        app,
+        loop="uvloop",
+        http="httptools",
+        lifespan="off",
+        access_log=False,
+        log_level="warning",
+        timeout_keep_alive=30,
+        backlog=4096,
+    )
+    server = uvicorn.Server(uv_config)
+    url = f"http://{host}:{actual}"
+    log.info("fake llm listening on %s (model %s)", url, config.model)
+
+    async def announce() -> None:
+        while not server.started:
+            await asyncio.sleep(0.01)
+        if on_ready is not None:
+            on_ready(url)
+
+    task = asyncio.create_task(announce())
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        task.cancel()
+        sock.close()
