@@ -15,6 +15,18 @@ from typing import Any
 import psycopg
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from shared.eta import JobEta
+
+# The API caches rendered status documents under this key; whoever changes a job's status
+# outside the API (the report stage, `voc replay job`) deletes it so readers see the change.
+STATUS_CACHE_PREFIX = "voc:api:job:"
+
+
+def status_cache_key(tenant_id: str, job_id: str) -> str:
+    """The Redis key of a job's cached status document."""
+    return f"{STATUS_CACHE_PREFIX}{tenant_id}:{job_id}"
+
+
 # Job lifecycle as stored in jobs.status.
 CREATED = "created"
 RECEIVING = "receiving"
@@ -116,9 +128,31 @@ async def job_counts(
     }
 
 
-def stage_progress(counts: dict[str, int]) -> dict[str, dict[str, int]]:
-    """Per-stage `{"done": n}`: reviews each stage has finished."""
-    return {stage: {"done": counts[key]} for stage, key in _STAGE_COUNT.items()}
+def pending_reviews(counts: dict[str, int], *, sealed: bool) -> dict[str, int]:
+    """Reviews each stage has not finished yet (dead-lettered ones count as finished).
+
+    The input of `shared.eta.job_eta`. Expected reviews as in `progress`.
+    """
+    expected = counts["ingested"] if sealed else counts["submitted"]
+    dead = counts["dead_lettered"]
+    pending = {"ingest": max(0, counts["submitted"] - counts["ingested"] - counts["duplicates"])}
+    for stage, key in _STAGE_COUNT.items():
+        if stage != "ingest":
+            pending[stage] = max(0, expected - counts[key] - dead)
+    return pending
+
+
+def stage_progress(counts: dict[str, int], eta: JobEta | None = None) -> dict[str, dict[str, Any]]:
+    """Per-stage `{"done": n, "pending": p, "eta_s": s}`: reviews finished, still to do, and
+    seconds until done at the stage's measured speed (None: not measured)."""
+    out: dict[str, dict[str, Any]] = {}
+    for stage, key in _STAGE_COUNT.items():
+        doc: dict[str, Any] = {"done": counts[key]}
+        if eta is not None and stage in eta.stages:
+            doc["pending"] = eta.stages[stage].pending
+            doc["eta_s"] = eta.stages[stage].eta_s
+        out[stage] = doc
+    return out
 
 
 def progress(counts: dict[str, int], *, sealed: bool, status: str) -> float:

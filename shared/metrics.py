@@ -6,7 +6,19 @@ Each service process exposes `/metrics` (the API through its own route, stages o
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 EVENTS_IN = Counter("vocstream_events_in_total", "Kafka records consumed", ["stage", "topic"])
 EVENTS_OUT = Counter("vocstream_events_out_total", "Kafka records produced", ["stage", "topic"])
@@ -18,6 +30,7 @@ ROWS_UPSERTED = Counter(
 DEAD_LETTERS = Counter(
     "vocstream_dead_letters_total", "Records sent to a dead-letter topic", ["stage", "error_type"]
 )
+RETRIES = Counter("vocstream_retries_total", "Records sent to a retry tier", ["stage", "tier"])
 BATCH_SIZE = Histogram(
     "vocstream_batch_records",
     "Records per processed batch",
@@ -39,7 +52,58 @@ LAST_COMMIT = Gauge(
 )
 
 
-def serve_metrics(port: int) -> None:
-    """Expose the default registry on `port` (0 means do not serve)."""
+class Health:
+    """Liveness and readiness of a service process, as its probes see them.
+
+    The main loop calls `beat()` every iteration; `/health` fails once it has not for
+    `stale_after_s` (a wedged event loop). `/ready` answers what `ready` says (set once the
+    service's clients are connected, cleared while it shuts down).
+    """
+
+    def __init__(self, stale_after_s: float = 60.0) -> None:
+        self.stale_after_s = stale_after_s
+        self.last_beat = time.monotonic()
+        self.ready = False
+
+    def beat(self) -> None:
+        """The main loop is alive."""
+        self.last_beat = time.monotonic()
+
+    def alive(self) -> bool:
+        """Whether the main loop ran recently."""
+        return time.monotonic() - self.last_beat < self.stale_after_s
+
+
+def _handler(health: Health) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                body, ctype = generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+                code = 200
+            elif path in ("/health", "/ready"):
+                ok = health.alive() if path == "/health" else health.ready and health.alive()
+                code, ctype = (200 if ok else 503), "application/json"
+                body = b'{"status":"ok"}' if ok else b'{"status":"unavailable"}'
+            else:
+                code, ctype, body = 404, "text/plain", b"not found"
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return  # probes every few seconds would flood the JSON log
+
+    return Handler
+
+
+def serve_metrics(port: int, health: Health | None = None) -> Health:
+    """Serve `/metrics`, `/health` and `/ready` on `port` in a thread (0: do not serve)."""
+    health = health or Health()
     if port:
-        start_http_server(port, addr="0.0.0.0")
+        server = ThreadingHTTPServer(("0.0.0.0", port), _handler(health))
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+    return health

@@ -21,6 +21,7 @@ FIELDS = ("text", "review_id", "rating", "language", "created_at", "author", "so
 _WS = re.compile(r"\s+")
 _LANG = re.compile(r"^[a-zA-Z]{2,3}([-_][a-zA-Z0-9]{2,8})*$")
 REVIEW_NS = uuid.UUID("5b0f8c1e-9a55-4c43-8f5e-3c9a0f6f2d10")
+_REVIEW_NS_BYTES = REVIEW_NS.bytes
 
 
 class RowError(ValueError):
@@ -35,7 +36,7 @@ class RowError(ValueError):
 def _short(field: str, value: Any) -> str | None:
     if value is None or value == "":
         return None
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise RowError(field, "must be a string")
     text = unicodedata.normalize("NFC", str(value)).strip()
     if "\x00" in text:
@@ -122,5 +123,17 @@ def dedup_key(row: dict[str, Any]) -> str:
 
 
 def review_uuid(job_id: str, key: str) -> str:
-    """The review's deterministic id: the same review in the same job, the same id."""
-    return str(uuid.uuid5(REVIEW_NS, f"{job_id}\x00{key}"))
+    """The review's deterministic id: the same review in the same job, the same id.
+
+    Exactly `str(uuid.uuid5(REVIEW_NS, f"{job_id}\\x00{key}"))`, computed without building
+    a `uuid.UUID` (ingest derives one per row; this is about twice as fast).
+    """
+    digest = bytearray(
+        hashlib.sha1(
+            _REVIEW_NS_BYTES + f"{job_id}\x00{key}".encode(), usedforsecurity=False
+        ).digest()[:16]
+    )
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

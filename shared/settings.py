@@ -33,6 +33,15 @@ class KafkaSettings(BaseSettings):
     heartbeat_interval_ms: int = Field(
         default=1000, validation_alias="VOC_KAFKA_HEARTBEAT_INTERVAL_MS"
     )
+    # What a consumer may prefetch and hold in memory: Kafka still returns a record larger
+    # than these, so they bound memory, not message size. 1 MiB per partition keeps a stage
+    # well under its 150 MB RSS budget with a backlog on every partition.
+    fetch_max_bytes: int = Field(
+        default=8 * 1024 * 1024, validation_alias="VOC_KAFKA_FETCH_MAX_BYTES"
+    )
+    max_partition_fetch_bytes: int = Field(
+        default=1024 * 1024, validation_alias="VOC_KAFKA_MAX_PARTITION_FETCH_BYTES"
+    )
     max_poll_interval_ms: int = Field(
         default=300_000, validation_alias="VOC_KAFKA_MAX_POLL_INTERVAL_MS"
     )
@@ -81,6 +90,9 @@ class RuntimeSettings(BaseSettings):
     log_level: str = Field(default="INFO", validation_alias="VOC_LOG_LEVEL")
     metrics_port: int = Field(default=0, validation_alias="VOC_METRICS_PORT")
     instance: str = Field(default="", validation_alias="VOC_INSTANCE")
+    # One delay per retry tier (seconds): a retryable failure waits these out, in turn,
+    # on the stage's retry topics before it is dead-lettered.
+    retry_delays_s: str = Field(default="2,10,30", validation_alias="VOC_RETRY_DELAYS_S")
 
 
 class CommonSettings(BaseSettings):

@@ -31,7 +31,6 @@ import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import orjson
@@ -41,15 +40,17 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 from pydantic import ValidationError
 
+from shared import deadletter as dl
 from shared import metrics as m
 from shared.db.models import DeadLetter
 from shared.db.pool import ConnectionPool
 from shared.db.upsert import Upsert, upsert
 from shared.errors import TransientInfraError
 from shared.events import Event
+from shared.llm.context import bypass_cache
 from shared.logging import setup_logging
 from shared.settings import CommonSettings
-from shared.topics import TopicSpec, dlq, stage_group
+from shared.topics import RETRY_TIERS, TopicSpec, retry_topic, stage_group
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +195,8 @@ class StageRunner:
         max_records: int = 200,
         max_inflight: int = 1,
         group_id: str | None = None,
+        health: m.Health | None = None,
+        retry_tier: int = 0,
     ) -> None:
         self.handler = handler
         self.settings = settings
@@ -201,9 +204,18 @@ class StageRunner:
         self.max_records = max_records
         self.max_inflight = max_inflight
         self.prefix = settings.kafka.topic_prefix
-        self.input_topic = handler.input.full_name(self.prefix)
-        self.dlq_topic = dlq(handler.name).full_name(self.prefix)
-        self.group_id = group_id or stage_group(handler.name, self.prefix)
+        self.retry_tier = retry_tier
+        self._tier_suffix = f"-retry{retry_tier}" if retry_tier else ""
+        self.retry_delays = dl.parse_delays(settings.runtime.retry_delays_s)
+        group = group_id or stage_group(handler.name, self.prefix)
+        if retry_tier:
+            # A tier's consumer waits for its records' due time; it never holds up the
+            # input topic's partitions, which is the point of the tiers.
+            self.input_topic = retry_topic(handler.name, retry_tier).full_name(self.prefix)
+            self.group_id = f"{group}.retry"
+        else:
+            self.input_topic = handler.input.full_name(self.prefix)
+            self.group_id = group
         self.offsets: dict[TopicPartition, _PartitionOffsets] = {}
         self.inflight: set[asyncio.Task[None]] = set()
         self.stopping = asyncio.Event()
@@ -211,6 +223,7 @@ class StageRunner:
         self.producer: AIOKafkaProducer | None = None
         self._commit_lock = asyncio.Lock()
         self._fatal: BaseException | None = None
+        self.health = health or m.Health()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -229,14 +242,15 @@ class StageRunner:
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=k.bootstrap_servers,
             group_id=self.group_id,
-            client_id=f"voc-{self.handler.name}",
+            client_id=f"voc-{self.handler.name}"
+            + (f"-retry{self.retry_tier}" if self.retry_tier else ""),
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             session_timeout_ms=k.session_timeout_ms,
             heartbeat_interval_ms=k.heartbeat_interval_ms,
             max_poll_interval_ms=k.max_poll_interval_ms,
-            max_partition_fetch_bytes=16 * 1024 * 1024,
-            fetch_max_bytes=64 * 1024 * 1024,
+            max_partition_fetch_bytes=k.max_partition_fetch_bytes,
+            fetch_max_bytes=k.fetch_max_bytes,
         )
         await self.consumer.start()
         self.consumer.subscribe([self.input_topic], listener=_Rebalance(self))
@@ -245,6 +259,7 @@ class StageRunner:
     async def stop(self) -> None:
         """Finish in-flight batches, commit, and leave the group."""
         self.stopping.set()
+        self.health.ready = False
         await self.drain()
         if self.consumer is not None:
             await self.consumer.stop()
@@ -262,15 +277,25 @@ class StageRunner:
         """Poll and process until `stopping` is set; raises if a batch failed fatally."""
         assert self.consumer is not None
         ticker = None
-        if hasattr(self.handler, "tick"):
+        if hasattr(self.handler, "tick") and not self.retry_tier:
             ticker = asyncio.create_task(self._tick_loop())
         try:
+            self.health.ready = True
             while not self.stopping.is_set():
+                self.health.beat()
                 if self._fatal is not None:
                     raise self._fatal
                 if len(self.inflight) >= self.max_inflight:
-                    await asyncio.wait(self.inflight, return_when=asyncio.FIRST_COMPLETED)
+                    # Busy: stop fetching but keep polling, or a batch that outlasts
+                    # max.poll.interval.ms would get this member evicted from the group.
+                    self.consumer.pause(*self.consumer.assignment())
+                    await asyncio.wait(
+                        self.inflight, timeout=1.0, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    await self.consumer.getmany(timeout_ms=0)
                     continue
+                if self.consumer.paused():
+                    self.consumer.resume(*self.consumer.paused())
                 polled = await self.consumer.getmany(timeout_ms=200, max_records=self.max_records)
                 records = [r for recs in polled.values() for r in recs]
                 if not records:
@@ -300,14 +325,30 @@ class StageRunner:
         records = [r for recs in polled.values() for r in recs]
         m.EVENTS_IN.labels(name, self.input_topic).inc(len(records))
         m.BATCH_SIZE.labels(name).observe(len(records))
+        if self.retry_tier and not await self._wait_until_due(records):
+            return  # stopping: leave the batch uncommitted, it is replayed after a restart
         good, poison = self._decode(records)
-        await self._handle_and_sink(good, poison)
+        # A replay's marks travel with everything this batch produces, and `voc-no-cache`
+        # makes this task's LLM calls skip the result cache.
+        marks = _replay_marks(records)
+        if any(k == NO_CACHE_HEADER for k, _ in marks):
+            bypass_cache.set(True)
+        await self._handle_and_sink(good, poison, marks)
         for tp, recs in polled.items():
             po = self.offsets.get(tp)
             if po is not None and recs[0].offset in po.pending:
                 po.done[recs[0].offset] = recs[-1].offset + 1
         await self._commit()
         m.BATCH_SECONDS.labels(name).observe(time.perf_counter() - started)
+
+    async def _wait_until_due(self, records: Sequence[ConsumerRecord[Any, Any]]) -> bool:
+        """Sleep until the batch's last record is due; False if the runner is stopping."""
+        due_ms = max(dl.not_before_ms(dl.header_map(r.headers or ())) for r in records)
+        delay = due_ms / 1000 - time.time()
+        if delay > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), delay)
+        return not self.stopping.is_set()
 
     def _decode(
         self, records: Sequence[ConsumerRecord[Any, Any]]
@@ -338,21 +379,32 @@ class StageRunner:
             good.append(Incoming(event, r.topic, r.partition, r.offset, raw, r.key, headers))
         return good, poison
 
-    async def _handle_and_sink(self, good: list[Incoming], poison: list[DeadLetterOut]) -> None:
+    async def _handle_and_sink(
+        self,
+        good: list[Incoming],
+        poison: list[DeadLetterOut],
+        marks: tuple[tuple[str, bytes], ...] = (),
+    ) -> None:
         """Handle and sink; if the sink rejects the rows (not an outage), find the record."""
         result = await self._handle_isolated(good)
         result.dead_letters.extend(poison)
+        if marks:
+            result.events = [
+                Outgoing(e.topic, e.key, e.value, e.headers + marks) for e in result.events
+            ]
         try:
             await self._with_infra_retry(functools.partial(self._sink, result))
+        except INFRA_ERRORS:
+            raise  # an outage that outlived the retries (we are stopping): not the record
         except Exception as exc:
             # A row Postgres refuses (too long, NUL byte, constraint) would fail the same way
             # after every restart: isolate the record and dead-letter it instead.
             if len(good) > 1:
                 log.warning("sink failed, isolating records", extra={"error": _short(exc)})
                 if poison:
-                    await self._handle_and_sink([], poison)
+                    await self._handle_and_sink([], poison, marks)
                 for rec in good:
-                    await self._handle_and_sink([rec], [])
+                    await self._handle_and_sink([rec], [], marks)
                 return
             log.exception("sink failed, dead-lettering record", extra={"stage": self.handler.name})
             fallback = StageResult(dead_letters=[_record_dead_letter(r, exc) for r in good])
@@ -365,6 +417,8 @@ class StageRunner:
             return StageResult()
         try:
             return await self._with_infra_retry(lambda: self.handler.handle(batch))
+        except INFRA_ERRORS:
+            raise  # an outage that outlived the retries (we are stopping): not the record
         except Exception as exc:
             if len(batch) == 1:
                 rec = batch[0]
@@ -399,7 +453,9 @@ class StageRunner:
         """Upsert rows in one transaction, produce events and dead letters, then run the
         result's cleanup actions in one more transaction."""
         name = self.handler.name
-        dl_rows = [row for d in result.dead_letters for row in self._dead_letter_rows(d)]
+        routed = [(d, self._route(d)) for d in result.dead_letters]
+        final = [(d, r) for d, r in routed if not r.tier]
+        dl_rows = [row for d, r in final for row in self._dead_letter_rows(d, r)]
         writes = [*result.upserts, (DEAD_LETTERS, dl_rows)] if dl_rows else result.upserts
         if any(rows for _, rows in writes):
             async with self.pool.connection() as conn:
@@ -409,21 +465,25 @@ class StageRunner:
                         m.ROWS_UPSERTED.labels(name, spec.table.name).inc(len(rows))
                 await conn.commit()
         await self.produce(
-            result.events + [self._dead_letter_record(d) for d in result.dead_letters]
+            result.events + [Outgoing(r.topic, d.key, d.value, r.headers) for d, r in routed]
         )
         if result.cleanup:
             async with self.pool.connection() as conn:
                 for action in result.cleanup:
                     await action(conn)
                 await conn.commit()
-        for d in result.dead_letters:
-            m.DEAD_LETTERS.labels(name, d.error_type).inc()
+        for d, r in routed:
+            if r.tier:
+                m.RETRIES.labels(name, str(r.tier)).inc()
+            else:
+                m.DEAD_LETTERS.labels(name, d.error_type).inc()
             log.warning(
-                "dead-lettered",
+                f"retry tier {r.tier}" if r.tier else "dead-lettered",
                 extra={
                     "stage": name,
                     "error_type": d.error_type,
                     "error": d.error,
+                    "attempt": r.attempt,
                     "job_id": d.job_id,
                     "review_id": d.review_id,
                     **(_where(d.source) if d.source else {}),
@@ -445,46 +505,46 @@ class StageRunner:
         if futures:
             await asyncio.gather(*futures)
 
-    def _dead_letter_rows(self, d: DeadLetterOut) -> list[dict[str, Any]]:
-        """One `dead_letters` row per failed review (or one for a record without reviews)."""
+    def _origin(self, d: DeadLetterOut) -> dl.Origin:
         src = d.source
-        topic, part, off = (src.topic, src.partition, src.offset) if src else ("", -1, -1)
+        if src is None:
+            return dl.Origin("", -1, -1, 0, None)
+        return dl.origin_of(src.topic, src.partition, src.offset, dl.header_map(src.headers))
+
+    def _route(self, d: DeadLetterOut) -> dl.Routing:
+        return dl.route(
+            stage=self.handler.name,
+            prefix=self.prefix,
+            origin=self._origin(d),
+            error_type=_clean(d.error_type)[:200],
+            error=_clean(d.error),
+            retryable=d.error_type in dl.RETRYABLE_ERRORS,
+            delays_s=self.retry_delays,
+            job_id=_safe_id(d.job_id),
+            review_id=_safe_id(d.review_id),
+        )
+
+    def _dead_letter_rows(self, d: DeadLetterOut, r: dl.Routing) -> list[dict[str, Any]]:
+        """One `dead_letters` row per failed review (or one for a record without reviews)."""
+        o = self._origin(d)
         base = {
             "stage": self.handler.name,
             "job_id": _safe_id(d.job_id),
-            "topic": topic,
-            "partition": part,
-            "offset": off,
+            "topic": o.topic,
+            "partition": o.partition,
+            "offset": o.offset,
             "error_type": _clean(d.error_type)[:200],
             "error": _clean(d.error)[:2000],
+            "attempts": r.attempt,
+            "payload": d.value,
             "redriven_at": None,
         }
         reviews = [d.review_id] if d.review_id else list(d.review_ids)
-        reviews = [r for r in reviews if _safe_id(r)]
+        reviews = [x for x in reviews if _safe_id(x)]
         if not reviews:
-            return [base | {"id": f"{self.handler.name}:{topic}:{part}:{off}", "review_id": None}]
-        return [base | {"id": f"{self.handler.name}:{r}", "review_id": r} for r in reviews]
-
-    def _dead_letter_record(self, d: DeadLetterOut) -> Outgoing:
-        src = d.source
-        headers = [
-            ("voc-stage", self.handler.name.encode()),
-            ("voc-error-type", d.error_type.encode()),
-            ("voc-error-message", _clean(d.error)[:2000].encode()),
-            ("voc-failed-at", datetime.now(UTC).isoformat().encode()),
-            ("voc-attempt", b"1"),
-        ]
-        if src is not None:
-            headers += [
-                ("voc-original-topic", src.topic.encode()),
-                ("voc-original-partition", str(src.partition).encode()),
-                ("voc-original-offset", str(src.offset).encode()),
-            ]
-        if _safe_id(d.job_id):
-            headers.append(("voc-job-id", str(d.job_id).encode()))
-        if d.review_id:
-            headers.append(("voc-review-id", d.review_id.encode()))
-        return Outgoing(self.dlq_topic, d.key, d.value, tuple(headers))
+            ident = f"{self.handler.name}:{o.topic}:{o.partition}:{o.offset}"
+            return [base | {"id": ident, "review_id": None}]
+        return [base | {"id": f"{self.handler.name}:{x}", "review_id": x} for x in reviews]
 
     async def _commit(self) -> None:
         assert self.consumer is not None
@@ -533,6 +593,20 @@ def _short(exc: BaseException) -> str:
 
 def _where(rec: Incoming) -> dict[str, Any]:
     return {"topic": rec.topic, "partition": rec.partition, "offset": rec.offset}
+
+
+REPLAY_HEADER = "voc-replay"
+NO_CACHE_HEADER = "voc-no-cache"
+
+
+def _replay_marks(records: Sequence[ConsumerRecord[Any, Any]]) -> tuple[tuple[str, bytes], ...]:
+    """The replay headers any record of the batch carries (each key once)."""
+    marks: dict[str, bytes] = {}
+    for r in records:
+        for k, v in r.headers or ():
+            if k in (REPLAY_HEADER, NO_CACHE_HEADER):
+                marks[k] = v
+    return tuple(marks.items())
 
 
 def _clean(text: str) -> str:
@@ -599,25 +673,58 @@ async def run_service(
     max_records: int = 200,
     max_inflight: int = 1,
     settings: CommonSettings | None = None,
+    retries: bool = True,
 ) -> None:
-    """Entry point of a stage process: logging, metrics, wiring, signals, run until SIGTERM."""
+    """Entry point of a stage process: logging, metrics, wiring, signals, run until SIGTERM.
+
+    Besides the input topic's runner, one runner per retry tier consumes the stage's retry
+    topics (`retries=False` for a stage that never reports a retryable error).
+    """
     settings = settings or CommonSettings()
     setup_logging(name, settings.runtime.log_level)
-    m.serve_metrics(settings.runtime.metrics_port)
-    pool = ConnectionPool(settings.db.libpq_url(), size=max(2, max_inflight + 1))
+    health = m.serve_metrics(settings.runtime.metrics_port)
+    tiers = (
+        min(len(dl.parse_delays(settings.runtime.retry_delays_s)), RETRY_TIERS) if retries else 0
+    )
+    pool = ConnectionPool(settings.db.libpq_url(), size=max(2, max_inflight + 1 + tiers))
     await pool.open()
     handler = await build(settings, pool)
-    runner = StageRunner(
-        handler, settings, pool, max_records=max_records, max_inflight=max_inflight
-    )
+    runners = [
+        StageRunner(
+            handler,
+            settings,
+            pool,
+            max_records=max_records,
+            max_inflight=max_inflight,
+            health=health,
+        ),
+        *(
+            StageRunner(handler, settings, pool, max_records=max_records, retry_tier=t)
+            for t in range(1, tiers + 1)
+        ),
+    ]
+
+    def stop_all() -> None:
+        for r in runners:
+            r.stopping.set()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, runner.stopping.set)
-    await runner.start()
+        loop.add_signal_handler(sig, stop_all)
     try:
-        await runner.run()
+        for r in runners:
+            await r.start()
+        tasks = [asyncio.create_task(r.run()) for r in runners]
+        # The first runner to return either saw the stop signal or failed: stop the rest.
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        stop_all()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for task in done:
+            if task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
     finally:
-        await runner.stop()
+        for r in runners:
+            await r.stop()
         closer = getattr(handler, "close", None)
         if closer is not None:
             await closer()

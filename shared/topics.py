@@ -2,7 +2,8 @@
 
 A reader who wants to know "what flows on reviews.translated" starts here, then follows the
 model into `shared.events`. Names are prefixed (default `voc.`) so several deployments can
-share a cluster. Every stage has a dead-letter topic `<prefix><stage>.dlq`.
+share a cluster. Every stage has retry topics `<prefix><stage>.retry.<1..3>` and a
+dead-letter topic `<prefix><stage>.dlq` (see `shared.deadletter`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ class TopicSpec:
     name: str
     model: type[ev.Event] | None
     key: str
-    partitions: int = 6
+    partitions: int | None = None  # None: VOC_TOPIC_PARTITIONS (the stages' parallelism)
     cleanup_policy: str = "delete"
     retention_days: int | None = None  # None: the cluster-wide setting from KafkaSettings
 
@@ -66,7 +67,17 @@ def stage_group(stage: str, prefix: str) -> str:
 
 def dlq(stage: str) -> TopicSpec:
     """The dead-letter topic of a stage: the failed record's bytes, the reason in headers."""
-    return TopicSpec(f"{stage}.dlq", None, key="as the input record", partitions=1)
+    return TopicSpec(
+        f"{stage}.dlq", None, key="as the input record", partitions=1, retention_days=30
+    )
+
+
+RETRY_TIERS = 3  # retry topics per stage; their delays are settings (VOC_RETRY_DELAYS_S)
+
+
+def retry_topic(stage: str, tier: int) -> TopicSpec:
+    """A stage's retry topic of `tier` (1-based): failed records waiting out one delay."""
+    return TopicSpec(f"{stage}.retry.{tier}", None, key="as the input record", partitions=3)
 
 
 ALL_TOPICS: tuple[TopicSpec, ...] = (
@@ -78,13 +89,22 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     THEMES_EXTRACTED,
     JOBS_COMPLETED,
     *(dlq(s) for s in STAGES),
+    *(retry_topic(s, t) for s in STAGES for t in range(1, RETRY_TIERS + 1)),
 )
 
 
 async def ensure_topics(
-    bootstrap_servers: str, prefix: str, retention_days: int = 7, partitions: int | None = None
+    bootstrap_servers: str,
+    prefix: str,
+    retention_days: int = 7,
+    partitions: int = 6,
+    replication_factor: int = 1,
 ) -> list[str]:
-    """Create every registry topic that does not exist yet; returns the names created."""
+    """Create every registry topic that does not exist yet; returns the names created.
+
+    Existing topics are left as they are (growing partitions is an operator's decision:
+    it changes which partition a key lands on).
+    """
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
@@ -100,8 +120,8 @@ async def ensure_topics(
             new.append(
                 NewTopic(
                     name=name,
-                    num_partitions=partitions or spec.partitions,
-                    replication_factor=1,
+                    num_partitions=spec.partitions or partitions,
+                    replication_factor=replication_factor,
                     topic_configs={
                         "cleanup.policy": spec.cleanup_policy,
                         "retention.ms": str(days * DAY_MS),
@@ -118,5 +138,16 @@ async def ensure_topics(
 
 
 def ensure_topics_sync(bootstrap_servers: str, prefix: str) -> list[str]:
-    """Blocking wrapper of `ensure_topics` for the CLI."""
-    return asyncio.run(ensure_topics(bootstrap_servers, prefix))
+    """Blocking wrapper of `ensure_topics` for the CLI (retention from `KafkaSettings`)."""
+    from shared.settings import KafkaSettings
+
+    k = KafkaSettings()
+    return asyncio.run(
+        ensure_topics(
+            bootstrap_servers,
+            prefix,
+            retention_days=k.retention_days,
+            partitions=k.partitions,
+            replication_factor=k.replication_factor,
+        )
+    )

@@ -1,8 +1,10 @@
 """The local stack: Kafka (KRaft), Postgres, Redis, the fake LLM and every pipeline service.
 
 `Stack(profile).up()` starts what is not running and reuses what is (it is idempotent), applies
-migrations, creates topics and a dev API key, and writes `<home>/stack.env`. Everything it starts
-is tracked by PID under `<home>/run/` and stopped by exactly that PID (`down`, `stop_service`).
+migrations, creates topics and a dev API key, writes `<home>/stack.env`, and last starts a
+Prometheus scraping every service with the alert rules of deploy/prometheus/rules. Everything it
+starts is tracked by PID under `<home>/run/` and stopped by exactly that PID (`down`,
+`stop_service`).
 
 A component whose URL is given in the environment (KAFKA_BOOTSTRAP_SERVERS, DATABASE_URL,
 REDIS_URL, VOC_LLM_BASE_URL) is used as is and not started.
@@ -22,12 +24,14 @@ import shutil
 import signal
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from voc import hooks, kafka_dist, pg, procs, redis_local, stackenv
+from voc import hooks, kafka_dist, pg, procs, redis_local, stackenv, sysdeps
+from voc import prometheus as prom
 from voc.profiles import METRICS_SLOTS, PROFILES, Profile
 
 log = logging.getLogger("voc.stack")
@@ -46,11 +50,13 @@ SERVICES: dict[str, str] = {
     "insight": "services.insight",
     "theme": "services.theme",
     "report": "services.report",
+    "lag-exporter": "services.lag_exporter",
 }
 FAKE_LLM = "fake-llm"
 FAKE_LLM_MODULE = "voc.fake_llm"
 FAKE_LLM_KEY = "fake-key"
 DEV_TENANT = "dev"
+PROMETHEUS = "prometheus"
 DEFAULT_TOPIC_PREFIX = "voc."
 
 
@@ -134,6 +140,10 @@ class Stack:
     def _kafka_dir(self) -> Path:
         return self.home / "kafka"
 
+    @property
+    def _prometheus_dir(self) -> Path:
+        return self.home / "prometheus"
+
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         """Serialise up/down/start across processes (re-entrant within this object)."""
@@ -213,7 +223,7 @@ class Stack:
 
     def _process_names(self) -> list[str]:
         """Every PID-tracked component, in start order."""
-        return ["kafka", "redis", FAKE_LLM, *SERVICES]
+        return ["kafka", "redis", FAKE_LLM, *SERVICES, PROMETHEUS]
 
     # --------------------------------------------------------------------------- pid tracking
     def _pid(self, name: str) -> int | None:
@@ -322,6 +332,31 @@ class Stack:
             raise StackError(f"redis not answering PING:\n{procs.tail(self.log_path('redis'))}")
         return pid, started
 
+    def _start_prometheus(self, values: dict[str, str], timeout: float) -> tuple[int, bool]:
+        """Start (or reuse and reload) Prometheus scraping the services in `values`.
+
+        The config is rewritten on every `up`: a running Prometheus is told to re-read it with
+        POST /-/reload. Returns (pid, started_now) once it answers /-/ready.
+        """
+        port = self.profile.prometheus_port
+        config = prom.render_local_prometheus_config(
+            prom.ports_from_stack_env(values), self._prometheus_dir / "prometheus.yml"
+        )
+        try:
+            argv = prom.prometheus_command(self._prometheus_dir, config, port=port)
+        except sysdeps.MissingDependency as exc:
+            raise StackError(f"prometheus: {exc}") from exc
+        pid, started = self._spawn(PROMETHEUS, argv, {}, [port])
+        if not started:
+            ok, detail = _http_post(f"{self.profile.prometheus_url}/-/reload")
+            if not ok:
+                raise StackError(
+                    f"prometheus (pid {pid}) did not reload {config}: {detail}\n"
+                    f"{procs.tail(self.log_path(PROMETHEUS), 10)}"
+                )
+        self.wait_healthy([PROMETHEUS], timeout=timeout)
+        return pid, started
+
     def _service_argv(self, name: str) -> tuple[list[str], dict[str, str], list[int]]:
         if name == FAKE_LLM:
             port = self.profile.fake_llm_port
@@ -352,6 +387,8 @@ class Stack:
             return procs.port_open(self.profile.postgres_port)
         if name == "kafka":
             return kafka_dist.metadata_ok(self.profile.kafka_url)
+        if name == PROMETHEUS:
+            return prom.ready(self.profile.prometheus_port)
         raise StackError(f"unknown component {name!r}")
 
     def wait_healthy(
@@ -451,7 +488,7 @@ class Stack:
         def note(name: str, started: bool, t0: float) -> None:
             (result.started if started else result.reused).append(name)
             verb = "started" if started else "already running"
-            log.info("%-9s %s (pid %s, %.1fs)", name, verb, self._pid(name), time.monotonic() - t0)
+            log.info("%-12s %s (pid %s, %.1fs)", name, verb, self._pid(name), time.monotonic() - t0)
 
         with self._locked():
             for sub in ("logs", "run"):
@@ -528,6 +565,10 @@ class Stack:
             names = ([FAKE_LLM] if use_fake else []) + self.selected_services(services)
             self._launch(names, timeout, result)
 
+            t0 = time.monotonic()
+            _, started = self._start_prometheus(values, timeout)
+            note(PROMETHEUS, started, t0)
+
         result.env = self.env()
         result.seconds = time.monotonic() - begun
         return result
@@ -556,6 +597,7 @@ class Stack:
             "DATABASE_URL": database,
             "REDIS_URL": redis_url,
             "VOC_FAKE_LLM_URL": self.profile.fake_llm_url if use_fake else "",
+            "VOC_PROMETHEUS_URL": self.profile.prometheus_url,
             "VOC_LLM_BASE_URL": llm,
             # A real provider's key stays in the caller's environment, never on disk.
             "VOC_LLM_API_KEY": FAKE_LLM_KEY if use_fake else "",
@@ -571,6 +613,8 @@ class Stack:
             "VOC_CALLBACK_SECRET": callback_secret,
             # Tests receive callbacks on loopback; elsewhere the SSRF guard refuses it.
             "VOC_CALLBACK_ALLOW_HOSTS": "127.0.0.1,::1" if self.profile.name == "test" else "",
+            # Tests wait out the retry tiers: keep them short there.
+            "VOC_RETRY_DELAYS_S": "1,2,3" if self.profile.name == "test" else "",
         }
         values.update({stackenv.metrics_env_key(s): str(self.metrics_port(s)) for s in SERVICES})
         return values
@@ -588,7 +632,7 @@ class Stack:
         self._wait_services([n for n, _, _ in launched], timeout)
         for name, t0, started in launched:
             verb = "started" if started else "already running"
-            log.info("%-9s %s (pid %s, %.1fs)", name, verb, self._pid(name), time.monotonic() - t0)
+            log.info("%-12s %s (pid %s, %.1fs)", name, verb, self._pid(name), time.monotonic() - t0)
 
     def _wait_services(self, names: list[str], timeout: float) -> None:
         # The API and the fake LLM must answer; a worker service whose metrics endpoint stays
@@ -609,21 +653,22 @@ class Stack:
         with self._locked():
             # Postgres: SIGINT is its "fast" shutdown (SIGTERM would wait for clients to leave).
             order = [(n, signal.SIGTERM, 15.0) for n in [*reversed(SERVICES), FAKE_LLM]] + [
+                (PROMETHEUS, signal.SIGTERM, 30.0),
                 ("redis", signal.SIGTERM, 10.0),
                 ("postgres", signal.SIGINT, 30.0),
                 ("kafka", signal.SIGTERM, 45.0),
             ]
             plan = [(n, pid, sig, t) for n, sig, t in order if (pid := self._pid(n)) is not None]
-            # Signal every service first, then wait: they shut down in parallel.
+            # Signal every service (and Prometheus) first, then wait: they stop in parallel.
             for name, pid, sig, _ in plan:
-                if name in SERVICES or name == FAKE_LLM:
+                if name in SERVICES or name in (FAKE_LLM, PROMETHEUS):
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, sig)
             for name, pid, sig, timeout in plan:
                 t0 = time.monotonic()
                 forced = procs.terminate(pid, sig=sig, timeout=timeout)
                 how = "killed (SIGKILL)" if forced else "stopped"
-                log.info("%-9s %s (pid %s, %.1fs)", name, how, pid, time.monotonic() - t0)
+                log.info("%-12s %s (pid %s, %.1fs)", name, how, pid, time.monotonic() - t0)
                 stopped.append(name)
             for name, _, _ in order:
                 self.pid_path(name).unlink(missing_ok=True)
@@ -656,6 +701,10 @@ class Stack:
         )
         infra("postgres", p.postgres_port, p.database_url, "DATABASE_URL", lambda: True)
         infra("redis", p.redis_port, p.redis_url, "REDIS_URL", lambda: True)
+        pid = self._pid(PROMETHEUS)
+        rows.append(
+            ComponentStatus(PROMETHEUS, pid, pid is not None, p.prometheus_port, p.prometheus_url)
+        )
         if self.fake_llm_available() or self._pid(FAKE_LLM):
             pid = self._pid(FAKE_LLM)
             rows.append(
@@ -690,6 +739,19 @@ def _http_ok(url: str, timeout: float = 2.0) -> bool:
             return bool(resp.status == 200)
     except OSError:
         return False
+
+
+def _http_post(url: str, timeout: float = 10.0) -> tuple[bool, str]:
+    """POST with an empty body: (True, status) on a 2xx, else (False, what went wrong)."""
+    request = urllib.request.Request(url, data=b"", method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
+            return 200 <= resp.status < 300, f"HTTP {resp.status}"
+    except urllib.error.HTTPError as exc:
+        body = exc.read().decode(errors="replace").strip()
+        return False, f"HTTP {exc.code}: {body}"
+    except OSError as exc:
+        return False, repr(exc)
 
 
 def _port_free(port: int) -> bool:

@@ -14,7 +14,7 @@ import logging
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from shared.jobstatus import FINAL_STATUSES
+from shared.jobstatus import FINAL_STATUSES, status_cache_key
 
 log = logging.getLogger(__name__)
 
@@ -22,16 +22,13 @@ log = logging.getLogger(__name__)
 class StatusCache:
     """Rendered job documents by (tenant, job), with a TTL chosen by the job's status."""
 
-    def __init__(
-        self, redis: Redis, ttl_s: float, final_ttl_s: float, prefix: str = "voc:api:job:"
-    ) -> None:
+    def __init__(self, redis: Redis, ttl_s: float, final_ttl_s: float) -> None:
         self.redis = redis
         self.ttl_ms = max(1, int(ttl_s * 1000))
         self.final_ttl_ms = max(1, int(final_ttl_s * 1000))
-        self.prefix = prefix
 
     def _key(self, tenant_id: str, job_id: str) -> str:
-        return f"{self.prefix}{tenant_id}:{job_id}"
+        return status_cache_key(tenant_id, job_id)
 
     async def get(self, tenant_id: str, job_id: str) -> bytes | None:
         """The cached document, or None (also when Redis fails)."""

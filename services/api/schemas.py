@@ -125,6 +125,10 @@ class StageProgress(BaseModel):
     """How far one stage is."""
 
     done: int
+    pending: int | None = Field(default=None, description="reviews the stage has still to do")
+    eta_s: float | None = Field(
+        default=None, description="seconds until the stage is done, null if not measured yet"
+    )
 
 
 class JobSummary(BaseModel):
@@ -160,6 +164,9 @@ class JobPublic(BaseModel):
     counts: JobCounts
     stages: dict[str, StageProgress]
     progress: float = Field(ge=0, le=1, description="weighted share of the work done")
+    eta_s: float | None = Field(
+        default=None, description="seconds until the job is done (slowest stage), null if unknown"
+    )
 
 
 class JobsPublic(BaseModel):

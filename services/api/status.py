@@ -6,21 +6,38 @@ is cached and served, so a cache hit costs one Redis GET and no serialisation.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.jobstatus import COUNT_KEYS, job_counts, progress, stage_progress
+from shared.eta import StageRate, job_eta, read_stage_rates
+from shared.jobstatus import (
+    COUNT_KEYS,
+    FINAL_STATUSES,
+    job_counts,
+    pending_reviews,
+    progress,
+    stage_progress,
+)
 
 from . import store
 from .cache import StatusCache
 from .store import JobRow
 
+log = logging.getLogger(__name__)
 
-def job_document(job: JobRow, counts: dict[str, int]) -> dict[str, Any]:
-    """The `JobPublic` document of a job with the given counts."""
+
+def job_document(
+    job: JobRow, counts: dict[str, int], rates: Mapping[str, StageRate] | None = None
+) -> dict[str, Any]:
+    """The `JobPublic` document of a job with the given counts and stage speeds."""
+    sealed = job.sealed_at is not None
+    eta = job_eta(pending_reviews(counts, sealed=sealed), rates or {})
     return {
         "id": job.id,
         "product": job.product,
@@ -31,8 +48,9 @@ def job_document(job: JobRow, counts: dict[str, int]) -> dict[str, Any]:
         "created_at": utc(job.created_at),
         "sealed_at": utc(job.sealed_at),
         "counts": counts,
-        "stages": stage_progress(counts),
-        "progress": progress(counts, sealed=job.sealed_at is not None, status=job.status),
+        "stages": stage_progress(counts, eta),
+        "progress": progress(counts, sealed=sealed, status=job.status),
+        "eta_s": 0.0 if job.status in FINAL_STATUSES else eta.eta_s,
     }
 
 
@@ -51,10 +69,21 @@ def render(document: dict[str, Any]) -> bytes:
     return orjson.dumps(document)
 
 
-async def load_job_document(session: AsyncSession, job: JobRow) -> dict[str, Any]:
+async def load_job_document(
+    session: AsyncSession, job: JobRow, rates: Mapping[str, StageRate] | None = None
+) -> dict[str, Any]:
     """Count the job's rows and build its document."""
     conn = await session.connection()
-    return job_document(job, await job_counts(conn, job.id))
+    return job_document(job, await job_counts(conn, job.id), rates)
+
+
+async def stage_rates(cache: StatusCache) -> dict[str, StageRate]:
+    """The stage speeds the lag exporter publishes (empty if Redis or the exporter is down)."""
+    try:
+        return await read_stage_rates(cache.redis)
+    except RedisError as exc:
+        log.warning("stage rates unavailable", extra={"error": str(exc)})
+        return {}
 
 
 async def read_job(
@@ -67,6 +96,6 @@ async def read_job(
     job = await store.get_job(session, job_id, tenant_id)
     if job is None:
         return None
-    body = render(await load_job_document(session, job))
+    body = render(await load_job_document(session, job, await stage_rates(cache)))
     await cache.put(tenant_id, job_id, job.status, body)
     return body

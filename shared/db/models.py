@@ -19,6 +19,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     SmallInteger,
     String,
     Text,
@@ -238,9 +239,14 @@ class DeadLetter(Base):
     offset: Mapped[int] = mapped_column(BigInteger, nullable=False)
     error_type: Mapped[str] = mapped_column(Text, nullable=False)
     error: Mapped[str] = mapped_column(Text, nullable=False)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="1")
+    payload: Mapped[bytes | None] = mapped_column(LargeBinary)  # the record, for redrive
     created_at: Mapped[datetime] = _now()
     redriven_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    __table_args__ = (Index("ix_dead_letters_job", "job_id"),)
+    __table_args__ = (
+        Index("ix_dead_letters_job", "job_id"),
+        Index("ix_dead_letters_stage_created", "stage", "created_at"),
+    )
 
 
 class CallbackOutbox(Base):

@@ -61,6 +61,10 @@ class Upsert:
         out: list[Any] = []
         cols = self.columns
         json_cols = self._json_cols
+        if not json_cols:  # the common case, and the hot path of ingest
+            for row in rows:
+                out.extend(map(row.get, cols))
+            return out
         for row in rows:
             for c in cols:
                 v = row.get(c)
@@ -71,7 +75,13 @@ class Upsert:
 @lru_cache(maxsize=256)
 def _build_sql(spec: Upsert, n_rows: int) -> str:
     cols = spec.columns
-    placeholders = "(" + ",".join(["%s"] * len(cols)) + ")"
+    width = len(cols)
+    # `$n` placeholders, run by a raw cursor: psycopg caches its %s-to-$n conversion only
+    # for statements of <= 50 parameters, and a 20-row statement has hundreds, so with %s
+    # every execute re-parsed the whole text (a quarter of ingest's CPU time).
+    values = ",".join(
+        "(" + ",".join(f"${r * width + c + 1}" for c in range(width)) + ")" for r in range(n_rows)
+    )
     update = spec.update if spec.update is not None else tuple(c for c in cols if c not in spec.key)
     if update:
         set_clause = ", ".join(f"{_q(c)} = EXCLUDED.{_q(c)}" for c in update)
@@ -79,7 +89,7 @@ def _build_sql(spec: Upsert, n_rows: int) -> str:
         set_clause = f"{_q(spec.key[0])} = EXCLUDED.{_q(spec.key[0])}"
     sql = (
         f"INSERT INTO {_q(spec.table.name)} ({','.join(_q(c) for c in cols)}) VALUES "
-        + ",".join([placeholders] * n_rows)
+        + values
         + f" ON CONFLICT ({','.join(_q(k) for k in spec.key)}) DO UPDATE SET {set_clause}"
     )
     if spec.returning:
@@ -95,6 +105,9 @@ def chunks(rows: Sequence[Mapping[str, Any]], size: int = BATCH_ROWS) -> Iterabl
 
 def dedupe_last(rows: Sequence[Mapping[str, Any]], key: tuple[str, ...]) -> list[Mapping[str, Any]]:
     """Keep the last row per key: Postgres refuses one statement touching a row twice."""
+    if len(key) == 1:
+        k = key[0]
+        return list({row[k]: row for row in rows}.values())
     seen: dict[tuple[Any, ...], Mapping[str, Any]] = {}
     for row in rows:
         seen[tuple(row[k] for k in key)] = row
@@ -114,9 +127,9 @@ async def upsert(
         return []
     results: list[tuple[Any, ...]] = []
     async with conn.pipeline():
-        cursors = []
+        cursors: list[psycopg.AsyncRawCursor[Any]] = []
         for part in chunks(rows):
-            cur = conn.cursor()
+            cur = psycopg.AsyncRawCursor(conn)
             await cur.execute(spec.sql(len(part)), spec.params(part), prepare=True)
             cursors.append(cur)
     if spec.returning:

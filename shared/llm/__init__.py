@@ -3,32 +3,7 @@ Redis rate limiter, a result cache, retries and metrics.
 
 Stages use `build_llm(settings, redis)` and `await llm.complete(...)`; see
 `shared.llm.client`. Prompts and output models of each stage live in `shared.prompts`.
+Import from the modules (`shared.llm.client`, `.errors`, `.settings`, ...): this package
+imports nothing itself, so `shared.stage` can use `shared.llm.context` without loading the
+openai SDK into a stage that never calls an LLM (ingest).
 """
-
-from __future__ import annotations
-
-from shared.llm.client import LLM, build_llm
-from shared.llm.errors import (
-    LLMError,
-    LLMMalformedOutput,
-    LLMRateLimited,
-    LLMRequestRejected,
-    LLMTimeout,
-    LLMUnavailable,
-)
-from shared.llm.prompts import PromptTemplate
-from shared.llm.settings import LLMSettings, StageConfig
-
-__all__ = [
-    "LLM",
-    "LLMError",
-    "LLMMalformedOutput",
-    "LLMRateLimited",
-    "LLMRequestRejected",
-    "LLMSettings",
-    "LLMTimeout",
-    "LLMUnavailable",
-    "PromptTemplate",
-    "StageConfig",
-    "build_llm",
-]

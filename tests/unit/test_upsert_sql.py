@@ -10,7 +10,8 @@ def test_statement_has_one_values_group_per_row_and_conflict_clause() -> None:
     spec = Upsert(Translation.__table__, key=("review_id",))  # type: ignore[arg-type]
     sql = spec.sql(3)
     assert sql.startswith('INSERT INTO "translations" (')
-    assert sql.count("(%s,%s,%s,%s,%s,%s)") == 3
+    assert "($1,$2,$3,$4,$5,$6),($7,$8,$9,$10,$11,$12),($13,$14,$15,$16,$17,$18)" in sql
+    assert "%s" not in sql
     assert 'ON CONFLICT ("review_id") DO UPDATE SET' in sql
     assert '"text" = EXCLUDED."text"' in sql
     assert '"review_id" = EXCLUDED' not in sql
@@ -58,6 +59,14 @@ def test_json_columns_are_wrapped() -> None:
 
     spec = Upsert(JobModel.__table__, key=("job_id",))  # type: ignore[arg-type]
     params = spec.params(
-        [{"job_id": "j", "dimensions": [{"name": "x"}], "five_w": {}, "sample_size": 1, "model": "m"}]
+        [
+            {
+                "job_id": "j",
+                "dimensions": [{"name": "x"}],
+                "five_w": {},
+                "sample_size": 1,
+                "model": "m",
+            }
+        ]
     )
     assert isinstance(params[spec.columns.index("dimensions")], Jsonb)

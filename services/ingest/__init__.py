@@ -1,0 +1,1 @@
+"""The ingest stage: validate, normalise, deduplicate and store submitted reviews, emit them on."""

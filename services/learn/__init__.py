@@ -1,0 +1,1 @@
+"""The learn stage: `reviews.ingested` in, `reviews.learned` out once a job's model exists."""

@@ -1,0 +1,339 @@
+"""The report stage's pure core: when is a job's report due, and what goes into it.
+
+No IO here. `decide` turns a job's progress counts into the report to build (if any);
+`assemble_report` puts aggregates and the summary together; `fallback_summary` writes a
+deterministic summary when the LLM cannot; the `*_row` helpers shape what the service
+upserts (report, job status, callback outbox) so a replay writes the same rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+# The values of `shared.jobstatus` (not imported: it pulls in SQLAlchemy's asyncio layer,
+# and this core stays free of IO libraries).
+ReportStatus = Literal["report_ready", "completed"]
+_RANK: dict[str | None, int] = {None: 0, "report_ready": 1, "completed": 2}
+# Job statuses the report stage leaves alone (set by the API or an operator; a job being
+# replayed by `voc replay job` is finalised only once the replay has passed every stage).
+INACTIVE_JOB_STATUSES = frozenset({"failed", "cancelled", "reprocessing"})
+REPLAYED = "replayed"  # set by `voc replay job` when the replay is through: rebuild once
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    """A job's completion counts as the report stage sees them.
+
+    `done` counts reviews that are themed or dead-lettered for good; ingest is complete
+    when the job is sealed and every submitted row went through ingest (accepted, dropped
+    as duplicate or rejected), so `ingested` is final.
+    """
+
+    job_id: str
+    tenant_id: str
+    product: str
+    target_language: str
+    callback_url: str | None
+    job_status: str
+    sealed: bool
+    submitted: int
+    rejected: int
+    ingest_rows: int  # rows ingest has seen (sum over chunks)
+    ingested: int  # reviews stored
+    themed: int
+    dead_lettered: int
+    report_status: str | None = None
+    report_done: int | None = None  # `done` when the current report was built
+    report_themed: int | None = None  # `themed` when the current report was built
+
+    @property
+    def done(self) -> int:
+        """Reviews finished for good (themed or dead-lettered), at most `ingested`."""
+        return min(self.ingested, self.themed + self.dead_lettered)
+
+    @property
+    def ratio(self) -> float:
+        """Finished share of the job's reviews (1.0 for an empty job)."""
+        return self.done / self.ingested if self.ingested else 1.0
+
+    @property
+    def ingest_complete(self) -> bool:
+        """No more reviews can arrive: sealed, and ingest has seen every submitted row."""
+        return self.sealed and self.ingest_rows >= self.submitted
+
+
+def decide(p: JobProgress, threshold: float = 0.9, stalled: bool = False) -> ReportStatus | None:
+    """Which report to build now for `p`, or None.
+
+    - `report_ready` once ingest is complete and >= `threshold` of the reviews are done;
+    - `completed` once all are done (themed or dead-lettered), or when a sealed job's
+      progress has stalled (reviews lost beyond the dead-letter tables, e.g. a whole
+      poison record), so no job waits forever;
+    - a completed report is rebuilt if more reviews finished since it was built, so a
+      job finalised on a stall heals when the stragglers arrive;
+    - never a step back (a replay of old events finds nothing to do).
+    """
+    if p.job_status in INACTIVE_JOB_STATUSES or not p.sealed:
+        return None
+    if not p.ingest_complete and not stalled:
+        return None
+    built = _RANK.get(p.report_status, 0)
+    if p.job_status == REPLAYED and (p.done >= p.ingested or stalled):
+        return "completed"  # rebuilt from the replayed rows, whatever was built before
+    if built == 2:
+        # More reviews finished, or dead-lettered ones were redriven and now have themes.
+        healed = (p.report_done is not None and p.done > p.report_done) or (
+            p.report_themed is not None and p.themed > p.report_themed
+        )
+        return "completed" if healed else None
+    if p.done >= p.ingested or stalled:
+        target: ReportStatus = "completed"
+    elif p.ratio >= threshold:
+        target = "report_ready"
+    else:
+        return None
+    return target if _RANK[target] > built else None
+
+
+def announced_steps(p: JobProgress, status: ReportStatus) -> list[ReportStatus]:
+    """The lifecycle events a build announces (event and callback per step).
+
+    A job that reaches 100% before anyone saw it at 90% still announces `report_ready`
+    first, so a client always gets both events, in order; a rebuild announces nothing new
+    that was announced before (the outbox ignores a row it already has).
+    """
+    if status == "completed" and _RANK.get(p.report_status, 0) == 0:
+        return ["report_ready", "completed"]
+    return [status]
+
+
+@dataclass
+class Summary:
+    """The report's narrative part: a summary and recommended actions."""
+
+    summary: str
+    actions: list[dict[str, Any]]
+    source: Literal["llm", "fallback"]
+    notes: list[str] = field(default_factory=list)
+
+
+def llm_input(product: str, aggregates: Mapping[str, Any]) -> dict[str, Any]:
+    """The report prompt's input: the aggregates trimmed to what grounds a summary.
+
+    Quotes are cut to one per point and lists to the top entries so the prompt stays
+    small and stable (same aggregates, same input, so the LLM cache answers replays).
+    """
+    ov = aggregates["overview"]
+    return {
+        "product": product,
+        "aggregates": {
+            "reviews": ov["reviews"],
+            "overview": {
+                k: ov[k]
+                for k in ("reviews", "insights", "themes", "average_rating", "coverage")
+                if k in ov
+            },
+            "sentiment_by_dimension": [
+                {
+                    "name": d["dimension"],
+                    "insights": d["insights"],
+                    "positive": d["positive"],
+                    "negative": d["negative"],
+                    "score": d["mean_score"],
+                }
+                for d in aggregates["sentiment_by_dimension"]
+                if d["insights"]
+            ],
+            "top_themes": [
+                {
+                    "name": t["name"],
+                    "dimension": t["dimension"],
+                    "size": t["size"],
+                    "share": t["share"],
+                    "mean_score": t["mean_score"],
+                    "trend": t["trend"]["direction"],
+                }
+                for t in aggregates["top_themes"][:8]
+            ],
+            "pain_points": [_point_brief(p) for p in aggregates["pain_points"][:6]],
+            "delights": [_point_brief(p) for p in aggregates["delights"][:6]],
+            "rating_vs_sentiment": aggregates["rating_vs_sentiment"],
+            "languages": [
+                {"language": x["language"], "reviews": x["reviews"]}
+                for x in aggregates["languages"]
+            ],
+        },
+    }
+
+
+def _point_brief(p: Mapping[str, Any]) -> dict[str, Any]:
+    quotes = p.get("quotes") or []
+    return {
+        "dimension": p["dimension"],
+        "aspect": p["aspect"],
+        "mentions": p["mentions"],
+        "quote": quotes[0]["quote"] if quotes else None,
+    }
+
+
+def fallback_summary(product: str, aggregates: Mapping[str, Any], reason: str) -> Summary:
+    """A deterministic summary and actions from the aggregates alone (no LLM)."""
+    ov = aggregates["overview"]
+    dims = [d for d in aggregates["sentiment_by_dimension"] if d["insights"]]
+    parts = [
+        f"{ov['reviews']} reviews of {product} were analysed "
+        f"({ov['coverage']:.0%} coverage), giving {ov['insights']} insights "
+        f"in {ov['themes']} themes."
+    ]
+    if ov.get("average_rating") is not None:
+        parts.append(f"The average rating is {ov['average_rating']:.1f} of 5.")
+    scored = [d for d in dims if d["mean_score"] is not None]
+    if scored:
+        best = max(scored, key=lambda d: (d["mean_score"], d["dimension"]))
+        worst = min(scored, key=lambda d: (d["mean_score"], d["dimension"]))
+        parts.append(
+            f"Customers are most positive about {best['dimension']} "
+            f"(mean sentiment {best['mean_score']:+.2f}) and most negative about "
+            f"{worst['dimension']} ({worst['mean_score']:+.2f})."
+        )
+    pains = aggregates["pain_points"]
+    if pains:
+        top = pains[0]
+        parts.append(
+            f"The most frequent complaint is {top['aspect']} ({top['dimension']}, "
+            f"{top['mentions']} mentions)."
+        )
+    actions = []
+    for i, p in enumerate(pains[:3]):
+        quote = p["quotes"][0]["quote"] if p["quotes"] else ""
+        actions.append(
+            {
+                "title": f"Address {p['aspect']} ({p['dimension']})",
+                "detail": f"{p['mentions']} negative mentions with mean sentiment "
+                f"{(p['mean_score'] or 0):+.2f}; investigate root causes and follow up.",
+                "priority": "high" if i == 0 else "medium",
+                "evidence": quote,
+            }
+        )
+    delights = aggregates["delights"]
+    if delights:
+        d = delights[0]
+        actions.append(
+            {
+                "title": f"Promote {d['aspect']} ({d['dimension']})",
+                "detail": f"{d['mentions']} positive mentions; feature it in product messaging.",
+                "priority": "low",
+                "evidence": d["quotes"][0]["quote"] if d["quotes"] else "",
+            }
+        )
+    return Summary(
+        summary=" ".join(parts),
+        actions=actions,
+        source="fallback",
+        notes=[
+            f"LLM summary unavailable ({reason}); summary and actions derived from the aggregates."
+        ],
+    )
+
+
+def coverage_section(p: JobProgress, dead_by_stage: Mapping[str, int]) -> dict[str, Any]:
+    """How much of the job the report covers, and what was left out."""
+    ratio = round(min(1.0, p.themed / p.ingested), 4) if p.ingested else 1.0
+    missing = p.ingested - min(p.ingested, p.themed)
+    note = f"{min(p.themed, p.ingested)} of {p.ingested} reviews fully analysed."
+    if p.dead_lettered:
+        stages = ", ".join(f"{s}: {n}" for s, n in sorted(dead_by_stage.items()))
+        note += f" {p.dead_lettered} could not be analysed and were dead-lettered ({stages})."
+    pending = missing - min(missing, p.dead_lettered)
+    if pending:
+        note += f" {pending} still in progress when this report was built."
+    return {
+        "ratio": ratio,
+        "ingested": p.ingested,
+        "themed": p.themed,
+        "dead_lettered": p.dead_lettered,
+        "pending": pending,
+        "note": note,
+    }
+
+
+def assemble_report(
+    p: JobProgress,
+    status: ReportStatus,
+    aggregates: Mapping[str, Any],
+    summary: Summary,
+) -> dict[str, Any]:
+    """The report document (JSON): identity, coverage, every aggregate, the summary."""
+    dead = aggregates["overview"].get("dead_lettered_by_stage", {})
+    return {
+        "job_id": p.job_id,
+        "product": p.product,
+        "target_language": p.target_language,
+        "status": status,
+        "final": status == "completed",
+        "coverage": coverage_section(p, dead),
+        "progress": {"done": p.done, "ingested": p.ingested, "themed": p.themed},
+        **aggregates,
+        "summary": summary.summary,
+        "recommended_actions": summary.actions,
+        "summary_source": summary.source,
+        "notes": summary.notes,
+    }
+
+
+def report_row(
+    job_id: str, status: ReportStatus, doc: Mapping[str, Any], now: datetime
+) -> dict[str, Any]:
+    """The `reports` row for a built report."""
+    return {
+        "job_id": job_id,
+        "status": status,
+        "coverage": doc["coverage"]["ratio"],
+        "data": dict(doc),
+        "generated_at": now,
+    }
+
+
+def job_status_row(p: JobProgress, status: ReportStatus, now: datetime) -> dict[str, Any]:
+    """The `jobs` row carrying the new status (an upsert on an existing row = an update)."""
+    return {
+        "id": p.job_id,
+        "tenant_id": p.tenant_id,
+        "product": p.product,
+        "target_language": p.target_language,
+        "status": status,
+        "updated_at": now,
+    }
+
+
+def callback_payload(
+    p: JobProgress, status: ReportStatus, coverage: float, base_url: str
+) -> dict[str, Any]:
+    """The small JSON event a job's callback URL receives."""
+    return {
+        "event": f"job.{status}",
+        "job_id": p.job_id,
+        "status": status,
+        "coverage": coverage,
+        "report_url": f"{base_url.rstrip('/')}/v1/jobs/{p.job_id}/report",
+    }
+
+
+def outbox_row(
+    p: JobProgress, status: ReportStatus, payload: Mapping[str, Any], now: datetime
+) -> dict[str, Any]:
+    """The `callback_outbox` row (id `job_id:status`), due at once."""
+    assert p.callback_url is not None
+    return {
+        "id": f"{p.job_id}:{status}",
+        "job_id": p.job_id,
+        "url": p.callback_url,
+        "payload": dict(payload),
+        "attempts": 0,
+        "next_attempt_at": now,
+        "delivered_at": None,
+        "last_error": None,
+    }

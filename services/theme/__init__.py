@@ -1,0 +1,1 @@
+"""The theme stage: insights grouped into named themes per job, as they stream in."""

@@ -1,0 +1,1 @@
+"""The translate stage: `reviews.learned` in, `reviews.translated` out."""

@@ -1,0 +1,410 @@
+"""Report aggregates and the report core: shaping of SQL rows, decisions, summaries."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from services.report import core
+from services.report.aggregates import (
+    RawAggregates,
+    build_aggregates,
+    build_five_w,
+    build_languages,
+    build_overview,
+    build_points,
+    build_rating_vs_sentiment,
+    build_sentiment_by_dimension,
+    build_top_themes,
+    theme_trend,
+)
+from services.report.core import JobProgress
+
+
+def _progress(**kw: Any) -> JobProgress:
+    base: dict[str, Any] = {
+        "job_id": "j1",
+        "tenant_id": "t1",
+        "product": "Buds",
+        "target_language": "en",
+        "callback_url": None,
+        "job_status": "sealed",
+        "sealed": True,
+        "submitted": 100,
+        "rejected": 0,
+        "ingest_rows": 100,
+        "ingested": 100,
+        "themed": 0,
+        "dead_lettered": 0,
+    }
+    base.update(kw)
+    return JobProgress(**base)
+
+
+# -- decide -----------------------------------------------------------------------------------
+
+
+def test_nothing_before_seal_or_before_ingest_finished() -> None:
+    assert core.decide(_progress(sealed=False, themed=100)) is None
+    assert core.decide(_progress(ingest_rows=90, ingested=90, themed=90)) is None
+
+
+def test_report_ready_at_ninety_percent_then_completed() -> None:
+    assert core.decide(_progress(themed=89)) is None
+    assert core.decide(_progress(themed=90)) == "report_ready"
+    assert core.decide(_progress(themed=95, report_status="report_ready")) is None
+    assert core.decide(_progress(themed=100, report_status="report_ready")) == "completed"
+
+
+def test_dead_lettered_reviews_count_as_done() -> None:
+    p = _progress(themed=93, dead_lettered=7)
+    assert p.done == 100
+    assert core.decide(p) == "completed"
+
+
+def test_never_a_step_back_and_replays_do_nothing() -> None:
+    done = _progress(themed=100, report_status="completed", report_done=100)
+    assert core.decide(done) is None
+    assert core.decide(_progress(themed=95, report_status="completed", report_done=100)) is None
+
+
+def test_stalled_job_is_finalised_and_heals_later() -> None:
+    p = _progress(themed=50)
+    assert core.decide(p) is None
+    assert core.decide(p, stalled=True) == "completed"
+    healed = _progress(themed=60, report_status="completed", report_done=50)
+    assert core.decide(healed) == "completed"
+
+
+def test_empty_sealed_job_completes() -> None:
+    p = _progress(submitted=0, ingest_rows=0, ingested=0)
+    assert p.ratio == 1.0
+    assert core.decide(p) == "completed"
+
+
+def test_inactive_jobs_are_left_alone() -> None:
+    assert core.decide(_progress(job_status="cancelled", themed=100)) is None
+
+
+# -- sections ---------------------------------------------------------------------------------
+
+
+def test_overview_and_coverage() -> None:
+    ov = build_overview(
+        {"reviews": 10, "themed": 8, "insights": 20, "themes": 3, "average_rating": 3.456},
+        [{"stage": "insight", "n": 2}],
+        {"submitted": 12, "rejected": 1},
+    )
+    assert ov["coverage"] == 0.8
+    assert ov["dead_lettered"] == 2
+    assert ov["dead_lettered_by_stage"] == {"insight": 2}
+    assert ov["average_rating"] == 3.46
+    assert ov["submitted"] == 12
+
+
+def test_sentiment_by_dimension_counts_means_and_empty_dimensions() -> None:
+    rows = [
+        {"dimension": "battery", "sentiment": "positive", "n": 3, "mean": 0.8},
+        {"dimension": "battery", "sentiment": "negative", "n": 1, "mean": -0.6},
+        {"dimension": "fit", "sentiment": "neutral", "n": 1, "mean": 0.0},
+    ]
+    dims = [{"name": "battery", "description": "charge"}, {"name": "price"}]
+    out = build_sentiment_by_dimension(rows, dims)
+    assert [d["dimension"] for d in out] == ["battery", "fit", "price"]
+    battery = out[0]
+    assert (battery["positive"], battery["negative"], battery["insights"]) == (3, 1, 4)
+    assert battery["mean_score"] == round((3 * 0.8 - 0.6) / 4, 3)
+    assert battery["net_sentiment"] == 0.5
+    assert battery["description"] == "charge"
+    assert out[2]["insights"] == 0 and out[2]["mean_score"] is None
+
+
+def test_theme_trend_directions() -> None:
+    assert theme_trend(10, 30, 100, 100)["direction"] == "rising"
+    assert theme_trend(30, 10, 100, 100)["direction"] == "falling"
+    assert theme_trend(10, 10, 100, 100)["direction"] == "stable"
+    assert theme_trend(1, 2, 5, 5)["direction"] == "n/a"  # too few to tell
+    t = theme_trend(10, 30, 100, 100)
+    assert (t["earlier_share"], t["later_share"], t["delta"]) == (0.1, 0.3, 0.2)
+
+
+def test_top_themes_size_share_mix_and_trend() -> None:
+    rows = [
+        {
+            "id": "a",
+            "name": "Dropouts",
+            "description": "d",
+            "dimension": "connectivity",
+            "sentiment": "negative",
+            "n": 6,
+            "mean": -0.7,
+        },
+        {
+            "id": "a",
+            "name": "Dropouts",
+            "description": "d",
+            "dimension": "connectivity",
+            "sentiment": "neutral",
+            "n": 2,
+            "mean": 0.0,
+        },
+        {
+            "id": "b",
+            "name": "Battery life",
+            "description": "d",
+            "dimension": "battery",
+            "sentiment": "positive",
+            "n": 2,
+            "mean": 0.9,
+        },
+    ]
+    halves = [
+        {"theme_id": "a", "half": 1, "n": 2},
+        {"theme_id": "a", "half": 2, "n": 6},
+        {"theme_id": "b", "half": 1, "n": 2},
+    ]
+    out = build_top_themes(rows, halves)
+    assert [t["id"] for t in out] == ["a", "b"]
+    a = out[0]
+    assert a["size"] == 8 and a["share"] == 0.8
+    assert a["sentiment"] == {"positive": 0, "negative": 6, "neutral": 2}
+    assert a["mean_score"] == round(-0.7 * 6 / 8, 3)
+    assert a["trend"]["earlier_share"] == 0.5 and a["trend"]["later_share"] == 1.0
+    assert out[1]["trend"]["later_share"] == 0.0
+    assert len(build_top_themes(rows, halves, limit=1)) == 1
+
+
+def test_points_top_per_dimension_with_distinct_quotes() -> None:
+    q = [
+        {"quote": "dies fast", "review_id": "r1", "score": -0.9},
+        {"quote": "Dies fast", "review_id": "r2", "score": -0.8},
+        {"quote": "three hours", "review_id": "r3", "score": -0.7},
+    ]
+    rows = [
+        {
+            "dimension": "battery",
+            "aspect": "battery life",
+            "sentiment": "negative",
+            "n": 5,
+            "mean": -0.8,
+            "quotes": q,
+        },
+        {
+            "dimension": "battery",
+            "aspect": "case drain",
+            "sentiment": "negative",
+            "n": 2,
+            "mean": -0.5,
+            "quotes": q[2:],
+        },
+        {
+            "dimension": "battery",
+            "aspect": "a",
+            "sentiment": "negative",
+            "n": 1,
+            "mean": -0.1,
+            "quotes": [],
+        },
+        {
+            "dimension": "battery",
+            "aspect": "b",
+            "sentiment": "negative",
+            "n": 1,
+            "mean": -0.2,
+            "quotes": [],
+        },
+        {
+            "dimension": "fit",
+            "aspect": "comfort",
+            "sentiment": "positive",
+            "n": 9,
+            "mean": 0.7,
+            "quotes": [],
+        },
+    ]
+    pains = build_points(rows, "negative")
+    assert [p["aspect"] for p in pains] == ["battery life", "case drain", "b"]
+    assert [x["quote"] for x in pains[0]["quotes"]] == ["dies fast", "three hours"]
+    assert pains[0]["quotes"][0]["review_id"] == "r1"
+    delights = build_points(rows, "positive")
+    assert [p["aspect"] for p in delights] == ["comfort"]
+
+
+def test_five_w_learned_and_observed() -> None:
+    model = {"five_w": {"who": ["commuters"], "why": "focus"}}
+    tags = [
+        {"w": "who", "value": "runners", "n": 3},
+        {"w": "who", "value": "commuters", "n": 1},
+    ]
+    out = build_five_w(model, tags)
+    assert set(out) == {"who", "what", "when", "where", "why"}
+    assert out["who"]["learned"] == ["commuters"]
+    assert out["who"]["observed"][0] == {"value": "runners", "count": 3, "share": 0.75}
+    assert out["why"]["learned"] == ["focus"]
+    assert out["what"] == {"learned": [], "observed": []}
+
+
+def test_rating_vs_sentiment_fills_every_star() -> None:
+    out = build_rating_vs_sentiment(
+        [
+            {"rating": 5, "reviews": 4, "mean": 0.7, "insights": 6},
+            {"rating": None, "reviews": 1, "mean": None, "insights": 0},
+        ]
+    )
+    assert [r["rating"] for r in out] == [1, 2, 3, 4, 5, None]
+    assert out[0] == {"rating": 1, "reviews": 0, "insights": 0, "mean_score": None}
+    assert out[4]["mean_score"] == 0.7
+
+
+def test_languages_shares_sorted() -> None:
+    out = build_languages(
+        [
+            {"language": "de", "reviews": 1, "translated": 1, "mean": -0.2},
+            {"language": "en", "reviews": 3, "translated": 0, "mean": 0.4},
+        ]
+    )
+    assert [x["language"] for x in out] == ["en", "de"]
+    assert out[0]["share"] == 0.75 and out[1]["translated"] == 1
+
+
+# -- whole document ---------------------------------------------------------------------------
+
+
+def _raw() -> RawAggregates:
+    return RawAggregates(
+        counts={
+            "reviews": 4,
+            "themed": 3,
+            "insights": 5,
+            "themes": 1,
+            "average_rating": 3.0,
+            "translated": 4,
+            "translated_by_llm": 1,
+            "with_insights": 3,
+        },
+        dead_by_stage=[{"stage": "insight", "n": 1}],
+        model={"dimensions": [{"name": "battery", "description": "d"}], "five_w": {}},
+        sentiment=[{"dimension": "battery", "sentiment": "negative", "n": 5, "mean": -0.5}],
+        themes=[
+            {
+                "id": "a",
+                "name": "Short battery",
+                "description": "",
+                "dimension": "battery",
+                "sentiment": "negative",
+                "n": 5,
+                "mean": -0.5,
+            }
+        ],
+        theme_halves=[{"theme_id": "a", "half": 1, "n": 2}, {"theme_id": "a", "half": 2, "n": 3}],
+        points=[
+            {
+                "dimension": "battery",
+                "aspect": "battery life",
+                "sentiment": "negative",
+                "n": 5,
+                "mean": -0.5,
+                "quotes": [{"quote": "dies", "review_id": "r1", "score": -0.5}],
+            }
+        ],
+        ratings=[{"rating": 2, "reviews": 4, "mean": -0.5, "insights": 5}],
+        languages=[{"language": "en", "reviews": 4, "translated": 1, "mean": -0.5}],
+    )
+
+
+def test_assembled_report_has_every_section_and_fallback_summary() -> None:
+    p = _progress(submitted=4, ingest_rows=4, ingested=4, themed=3, dead_lettered=1)
+    aggregates = build_aggregates(_raw(), {"submitted": 4, "rejected": 0})
+    summary = core.fallback_summary("Buds", aggregates, "LLMMalformedOutput")
+    doc = core.assemble_report(p, "completed", aggregates, summary)
+    for key in (
+        "overview",
+        "coverage",
+        "sentiment_by_dimension",
+        "top_themes",
+        "pain_points",
+        "delights",
+        "five_w",
+        "rating_vs_sentiment",
+        "languages",
+        "summary",
+        "recommended_actions",
+        "notes",
+    ):
+        assert key in doc, key
+    assert doc["final"] is True
+    assert doc["coverage"]["ratio"] == 0.75
+    assert doc["coverage"]["dead_lettered"] == 1
+    assert "dead-lettered (insight: 1)" in doc["coverage"]["note"]
+    assert doc["summary_source"] == "fallback"
+    assert "LLMMalformedOutput" in doc["notes"][0]
+    assert "battery life" in doc["summary"]
+    assert doc["recommended_actions"][0]["priority"] == "high"
+    assert doc["recommended_actions"][0]["evidence"] == "dies"
+
+
+def test_same_rows_same_report() -> None:
+    p = _progress(submitted=4, ingest_rows=4, ingested=4, themed=4)
+    a = build_aggregates(_raw(), {"submitted": 4})
+    b = build_aggregates(_raw(), {"submitted": 4})
+    s = core.fallback_summary("Buds", a, "x")
+    assert core.assemble_report(p, "completed", a, s) == core.assemble_report(p, "completed", b, s)
+
+
+def test_llm_input_is_compact_and_grounded() -> None:
+    aggregates = build_aggregates(_raw(), {})
+    doc = core.llm_input("Buds", aggregates)
+    assert doc["product"] == "Buds"
+    dims = doc["aggregates"]["sentiment_by_dimension"]
+    assert dims == [{"name": "battery", "insights": 5, "positive": 0, "negative": 5, "score": -0.5}]
+    assert doc["aggregates"]["pain_points"][0]["quote"] == "dies"
+
+
+def test_rows_for_upsert() -> None:
+    now = datetime(2024, 1, 1, tzinfo=UTC)
+    p = _progress(callback_url="https://hooks.example.com/x", themed=100)
+    payload = core.callback_payload(p, "completed", 1.0, "https://api.example.com/")
+    assert payload == {
+        "event": "job.completed",
+        "job_id": "j1",
+        "status": "completed",
+        "coverage": 1.0,
+        "report_url": "https://api.example.com/v1/jobs/j1/report",
+    }
+    row = core.outbox_row(p, "completed", payload, now)
+    assert row["id"] == "j1:completed" and row["attempts"] == 0 and row["delivered_at"] is None
+    job = core.job_status_row(p, "completed", now)
+    assert job == {
+        "id": "j1",
+        "tenant_id": "t1",
+        "product": "Buds",
+        "target_language": "en",
+        "status": "completed",
+        "updated_at": now,
+    }
+
+
+def test_both_lifecycle_steps_are_announced_once() -> None:
+    assert core.announced_steps(_progress(themed=100), "completed") == [
+        "report_ready",
+        "completed",
+    ]
+    assert core.announced_steps(_progress(themed=90), "report_ready") == ["report_ready"]
+    ready = _progress(themed=100, report_status="report_ready")
+    assert core.announced_steps(ready, "completed") == ["completed"]
+
+
+def test_redriven_reviews_that_now_have_themes_rebuild_the_final_report() -> None:
+    # built at 95 themed + 5 dead-lettered; after a redrive all 100 are themed: same `done`
+    p = _progress(
+        themed=100, dead_lettered=0, report_status="completed", report_done=100, report_themed=95
+    )
+    assert core.decide(p) == "completed"
+    assert core.decide(replace(p, report_themed=100)) is None
+
+
+def test_a_replayed_job_waits_while_reprocessing_then_rebuilds_once() -> None:
+    p = _progress(themed=100, report_status="completed", report_done=100, report_themed=100)
+    assert core.decide(replace(p, job_status="reprocessing")) is None
+    assert core.decide(replace(p, job_status="replayed")) == "completed"
