@@ -31,7 +31,7 @@ def migrate(database_url: str) -> None:
     if upgrade is not None:
         t0 = time.monotonic()
         upgrade(database_url)
-        log.info("%-9s migrations applied (%.1fs)", "postgres", time.monotonic() - t0)
+        log.info("%-12s migrations applied (%.1fs)", "postgres", time.monotonic() - t0)
 
 
 def ensure_topics(bootstrap_servers: str, prefix: str) -> None:
@@ -40,7 +40,7 @@ def ensure_topics(bootstrap_servers: str, prefix: str) -> None:
     if ensure is not None:
         created = ensure(bootstrap_servers, prefix)
         if created:
-            log.info("%-9s created %d topics (%s*)", "kafka", len(created), prefix)
+            log.info("%-12s created %d topics (%s*)", "kafka", len(created), prefix)
 
 
 def create_api_key(database_url: str, tenant: str) -> str | None:
@@ -49,5 +49,5 @@ def create_api_key(database_url: str, tenant: str) -> str | None:
     if create is None:
         return None
     key = str(create(database_url, tenant))
-    log.info("%-9s created API key for tenant %r", "postgres", tenant)
+    log.info("%-12s created API key for tenant %r", "postgres", tenant)
     return key

@@ -22,6 +22,7 @@ class Profile:
     api_port: int
     fake_llm_port: int
     metrics_base: int
+    prometheus_port: int
 
     @property
     def kafka_url(self) -> str:
@@ -43,8 +44,12 @@ class Profile:
     def fake_llm_url(self) -> str:
         return f"http://127.0.0.1:{self.fake_llm_port}"
 
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://127.0.0.1:{self.prometheus_port}"
+
 
 PROFILES: dict[str, Profile] = {
-    "dev": Profile("dev", ".voc", 19092, 19093, 15432, 16379, 8000, 8400, 9101),
-    "test": Profile("test", ".voc-test", 29092, 29093, 25432, 26379, 28000, 28400, 29101),
+    "dev": Profile("dev", ".voc", 19092, 19093, 15432, 16379, 8000, 8400, 9101, 9090),
+    "test": Profile("test", ".voc-test", 29092, 29093, 25432, 26379, 28000, 28400, 29101, 29090),
 }

@@ -1,5 +1,6 @@
 """The local test stack really works: Kafka, Postgres and Redis answer, stack.env is complete,
-`voc status` agrees with reality, `up` is idempotent, and a service survives SIGKILL + restart."""
+`voc status` agrees with reality, `up` is idempotent, a service survives SIGKILL + restart, and
+the stack's Prometheus scrapes every service with the alert rules of deploy/prometheus/rules."""
 
 from __future__ import annotations
 
@@ -7,18 +8,25 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
+import urllib.request
 import uuid
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from voc import procs
 from voc.stack import SERVICES, Stack
+from voc.stackenv import metrics_env_key
+
+RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "rules"
 
 ALWAYS_KEYS = (
     "VOC_ENV", "VOC_PROFILE", "VOC_HOME", "VOC_API_URL", "VOC_API_KEY",
     "KAFKA_BOOTSTRAP_SERVERS", "VOC_TOPIC_PREFIX", "DATABASE_URL", "REDIS_URL",
     "VOC_API_PORT", "VOC_FAKE_LLM_PORT", "VOC_KAFKA_PORT", "VOC_KAFKA_CONTROLLER_PORT",
-    "VOC_POSTGRES_PORT", "VOC_REDIS_PORT", "VOC_METRICS_PORT_BASE",
+    "VOC_POSTGRES_PORT", "VOC_REDIS_PORT", "VOC_METRICS_PORT_BASE", "VOC_PROMETHEUS_URL",
 )  # fmt: skip
 FAKE_LLM_KEYS = ("VOC_FAKE_LLM_URL", "VOC_LLM_BASE_URL", "VOC_LLM_API_KEY")
 
@@ -83,13 +91,14 @@ def test_stack_env_is_complete(stack: dict[str, str], stack_ctl: Stack) -> None:
         missing += [k for k in FAKE_LLM_KEYS if not stack.get(k)]
         assert stack["VOC_LLM_BASE_URL"] == stack["VOC_FAKE_LLM_URL"] + "/v1"
     for service in SERVICES:
-        key = "VOC_METRICS_PORT_" + service.upper()
+        key = metrics_env_key(service)
         if key not in stack:
             missing.append(key)
     assert not missing, f"stack.env lacks {missing}"
     assert stack["VOC_ENV"] == "test"
     assert stack["VOC_API_KEY"].startswith("voc_")
-    ports = [int(stack["VOC_METRICS_PORT_" + s.upper()]) for s in SERVICES]
+    assert stack["VOC_PROMETHEUS_URL"] == stack_ctl.profile.prometheus_url
+    ports = [int(stack[metrics_env_key(s)]) for s in SERVICES]
     assert len(set(ports)) == len(ports)
 
 
@@ -102,7 +111,9 @@ def test_voc_status_shows_everything_alive(stack: dict[str, str], stack_ctl: Sta
     )
     assert done.returncode == 0, done.stderr
     rows = {r["name"]: r for r in json.loads(done.stdout)}
-    assert {"kafka", "postgres", "redis"} <= rows.keys()
+    assert {"kafka", "postgres", "redis", "prometheus"} <= rows.keys()
+    assert rows["prometheus"]["url"] == stack["VOC_PROMETHEUS_URL"]
+    assert rows["prometheus"]["port"] == stack_ctl.profile.prometheus_port
     # Services left out with $VOC_SERVICES may be down; everything else must run.
     skipped = set(stack_ctl.available_services()) - set(stack_ctl.selected_services())
     dead = [name for name, r in rows.items() if not r["alive"] and name not in skipped]
@@ -113,10 +124,69 @@ def test_voc_status_shows_everything_alive(stack: dict[str, str], stack_ctl: Sta
 
 
 def test_up_again_reuses_everything(stack: dict[str, str], stack_ctl: Stack) -> None:
+    before = _last_reload(stack["VOC_PROMETHEUS_URL"])
+    while time.time() < before + 1.1:  # the reload timestamp has whole seconds
+        time.sleep(0.1)
     result = Stack(profile="test").up()
     assert result.started == []
     assert result.env["VOC_API_KEY"] == stack["VOC_API_KEY"]
     assert {"kafka", "postgres", "redis"} <= set(result.reused) | set(result.external)
+    # The running Prometheus is kept and re-reads the config `up` rewrote.
+    assert "prometheus" in result.reused
+    assert _last_reload(stack["VOC_PROMETHEUS_URL"]) > before
+
+
+def _get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        assert resp.status == 200, url
+        return json.loads(resp.read())
+
+
+def _last_reload(prometheus: str) -> float:
+    """When Prometheus last loaded its config successfully (unix seconds)."""
+    with urllib.request.urlopen(f"{prometheus}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    for line in text.splitlines():
+        if line.startswith("prometheus_config_last_reload_success_timestamp_seconds "):
+            return float(line.split()[1])
+    raise AssertionError("no prometheus_config_last_reload_success_timestamp_seconds")
+
+
+def test_prometheus_scrapes_the_stack_with_the_deploy_rules(
+    stack: dict[str, str], stack_ctl: Stack
+) -> None:
+    yaml = pytest.importorskip("yaml")
+    prometheus = stack["VOC_PROMETHEUS_URL"]
+    with urllib.request.urlopen(f"{prometheus}/-/ready", timeout=10) as resp:
+        assert resp.status == 200
+
+    # Every service of the stack is a target with its `service` label; the running ones
+    # are scraped successfully (the first scrape comes within one 5 s interval).
+    running = {s for s in stack_ctl.selected_services() if stack_ctl.service_pid(s)}
+    health: dict[str, str] = {}
+
+    def scraped() -> bool:
+        doc = _get_json(f"{prometheus}/api/v1/targets?state=active")
+        health.clear()
+        health.update({t["labels"]["service"]: t["health"] for t in doc["data"]["activeTargets"]})
+        return all(health.get(s) == "up" for s in running)
+
+    ok = procs.wait_until(scraped, timeout=30, interval=1)
+    assert set(SERVICES) <= health.keys(), f"not scraped: {set(SERVICES) - health.keys()}"
+    assert ok, f"running services not scraped: {health}"
+
+    # The rule groups, and their rules, are those of deploy/prometheus/rules.
+    expected = {
+        group["name"]: sorted(r.get("alert") or r["record"] for r in group["rules"])
+        for path in sorted(RULES.glob("*.yml"))
+        for group in yaml.safe_load(path.read_text())["groups"]
+    }
+    doc = _get_json(f"{prometheus}/api/v1/rules")
+    loaded = {g["name"]: sorted(r["name"] for r in g["rules"]) for g in doc["data"]["groups"]}
+    assert expected, "no rule groups in deploy/prometheus/rules"
+    assert loaded == expected
+    files = {Path(g["file"]).resolve() for g in doc["data"]["groups"]}
+    assert files == {p.resolve() for p in RULES.glob("*.yml")}
 
 
 def test_kill_and_restart_one_service(stack: dict[str, str], stack_ctl: Stack) -> None:

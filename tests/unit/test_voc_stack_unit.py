@@ -65,7 +65,7 @@ def test_profiles_never_share_a_port() -> None:
     seen: set[int] = set()
     for p in PROFILES.values():
         ports = {p.kafka_port, p.controller_port, p.postgres_port, p.redis_port}
-        ports |= {p.api_port, p.fake_llm_port}
+        ports |= {p.api_port, p.fake_llm_port, p.prometheus_port}
         ports |= set(range(p.metrics_base, p.metrics_base + METRICS_SLOTS))
         assert not ports & seen
         seen |= ports
@@ -78,6 +78,8 @@ def test_port_offset_and_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     monkeypatch.setenv("VOC_PROFILE", "dev")  # a sourced dev stack.env ...
     test = Stack(profile="test")
     assert test.profile.kafka_port == PROFILES["test"].kafka_port + 1000
+    assert test.profile.prometheus_port == PROFILES["test"].prometheus_port + 1000
+    assert test.profile.prometheus_url.endswith(f":{PROFILES['test'].prometheus_port + 1000}")
     assert test.home != tmp_path  # ... must not move the test stack into the dev home
     assert Stack(profile="dev").home == tmp_path
 
@@ -101,3 +103,5 @@ def test_cli_registers_core_commands() -> None:
     assert args.profile == "test"
     args = parser.parse_args(["keys", "create", "acme"])
     assert args.tenant == "acme"
+    args = parser.parse_args(["init"])
+    assert callable(args.func)

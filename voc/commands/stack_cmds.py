@@ -16,7 +16,9 @@ from voc.stack import SERVICES, StackError
 def register(subparsers: Subparsers) -> None:
     common = [profile_parent()]
     up = subparsers.add_parser(
-        "up", parents=common, help="start (or reuse) Kafka, Postgres, Redis, fake LLM, services"
+        "up",
+        parents=common,
+        help="start (or reuse) Kafka, Postgres, Redis, fake LLM, services, Prometheus",
     )
     up.add_argument(
         "--no-services", action="store_true", help="only infrastructure, fake LLM and setup"
@@ -38,7 +40,9 @@ def register(subparsers: Subparsers) -> None:
     status.set_defaults(func=cmd_status)
 
     logs = subparsers.add_parser("logs", parents=common, help="tail a component's log")
-    logs.add_argument("name", help=f"kafka, postgres, redis, fake-llm, {', '.join(SERVICES)}")
+    logs.add_argument(
+        "name", help=f"kafka, postgres, redis, fake-llm, prometheus, {', '.join(SERVICES)}"
+    )
     logs.add_argument("-n", "--lines", type=int, default=50)
     logs.add_argument("-f", "--follow", action="store_true")
     logs.set_defaults(func=cmd_logs)
@@ -58,12 +62,14 @@ def cmd_up(args: argparse.Namespace) -> int:
     result = stack.up(services=services, timeout=args.timeout)
     env = result.env
     out(f"voc: {stack.profile.name} stack up in {result.seconds:.1f}s")
-    out(f"  API:      {env.get('VOC_API_URL', '')}   (docs: /docs)")
-    out(f"  API key:  {env.get('VOC_API_KEY', '(none: shared.auth not available)')}")
+    out(f"  API:        {env.get('VOC_API_URL', '')}   (docs: /docs)")
+    out(f"  API key:    {env.get('VOC_API_KEY', '(none: shared.auth not available)')}")
     if env.get("VOC_FAKE_LLM_URL"):
-        out(f"  fake LLM: {env['VOC_FAKE_LLM_URL']}")
-    out(f"  env:      {stack.env_file}")
-    out(f'  shell:    eval "$(voc env --profile {stack.profile.name})"')
+        out(f"  fake LLM:   {env['VOC_FAKE_LLM_URL']}")
+    if env.get("VOC_PROMETHEUS_URL"):
+        out(f"  Prometheus: {env['VOC_PROMETHEUS_URL']}")
+    out(f"  env:        {stack.env_file}")
+    out(f'  shell:      eval "$(voc env --profile {stack.profile.name})"')
     return 0
 
 
@@ -81,12 +87,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         out(json.dumps([asdict(r) for r in rows], indent=2))
         return 0
     out(f"{stack.profile.name} stack ({stack.home})")
-    out(f"{'NAME':<10} {'PID':>8}  {'STATE':<8} {'PORT':>6}  URL")
+    out(f"{'NAME':<12} {'PID':>8}  {'STATE':<8} {'PORT':>6}  URL")
     for r in rows:
         state = ("up" if r.alive else "down") + (" (ext)" if r.external else "")
         pid = str(r.pid) if r.pid else "-"
         port = str(r.port) if r.port else "-"
-        out(f"{r.name:<10} {pid:>8}  {state:<8} {port:>6}  {r.url}")
+        out(f"{r.name:<12} {pid:>8}  {state:<8} {port:>6}  {r.url}")
     return 0
 
 
