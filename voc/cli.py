@@ -16,10 +16,12 @@ from collections.abc import Sequence
 COMMAND_MODULES: tuple[str, ...] = (
     "voc.commands.stack_cmds",  # up, down, status, logs, env
     "voc.commands.keys",  # keys create
+    "voc.commands.init",  # init (migrations and topics, for deployments)
     "voc.fake_llm.cli",  # fake-llm
     "voc.demo",  # demo, analyze
     "voc.lag",  # lag
-    "voc.commands.replay",  # replay offsets
+    "voc.commands.replay",  # replay offsets, replay job
+    "voc.commands.dlq",  # dlq list, show, redrive
 )
 
 

@@ -26,12 +26,24 @@ def kafka_tool_plan(bootstrap: str, group: str, topic: str, *args: str) -> dict[
     """NEW-OFFSET per partition from ConsumerGroupCommand --reset-offsets --dry-run."""
     out = subprocess.run(
         [
-            "java", "-cp", f"{LIBS}/*",
+            "java",
+            "-cp",
+            f"{LIBS}/*",
             "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
-            "--bootstrap-server", bootstrap, "--group", group, "--topic", topic,
-            "--reset-offsets", *args, "--dry-run",
+            "--bootstrap-server",
+            bootstrap,
+            "--group",
+            group,
+            "--topic",
+            topic,
+            "--reset-offsets",
+            *args,
+            "--dry-run",
         ],
-        capture_output=True, text=True, check=True, timeout=120,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
     ).stdout
     plan = {}
     for line in out.splitlines():
@@ -68,8 +80,15 @@ async def _prepare(bootstrap: str) -> tuple[str, str, int]:
     return topic, group, middle_ms
 
 
-async def _ours(bootstrap: str, group: str, topic: str, method: str, value: object,
-                at_ms: int | None = None, only: set[int] | None = None) -> dict[int, int]:
+async def _ours(
+    bootstrap: str,
+    group: str,
+    topic: str,
+    method: str,
+    value: object,
+    at_ms: int | None = None,
+    only: set[int] | None = None,
+) -> dict[int, int]:
     parts = await ro.read_offsets(bootstrap, group, topic, at_ms, only)
     return {r.partition: r.new for r in ro.plan(method, value, parts)}
 

@@ -1,17 +1,24 @@
-"""`voc replay offsets`: move a stage's (or any group's) committed offsets to reprocess data.
+"""`voc replay`: reprocess data.
 
-Dry run by default: prints partition, current offset, new offset and the change in lag.
-`--execute` applies it, and refuses while the group has active members unless `--restart`
-is given, which stops that stage's local service, resets, and starts it again.
+`voc replay offsets` moves a stage's (or any group's) committed offsets. Dry run by
+default: prints partition, current offset, new offset and the change in lag. `--execute`
+applies it, and refuses while the group has active members unless `--restart` is given,
+which stops that stage's local service, resets, and starts it again.
+
+`voc replay job J --from STAGE` re-emits one job's records from Postgres into STAGE's
+input topic and follows them to the report (see `voc.replay_job`).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from datetime import UTC, datetime
+from typing import Any
 
 from shared.topics import STAGE_INPUT, stage_group
+from voc import replay_job as rj
 from voc import replay_offsets as ro
 from voc.commands import CommandError, Subparsers, out, profile_parent, stack_of
 
@@ -41,6 +48,17 @@ def register(subparsers: Subparsers) -> None:
         "--restart", action="store_true", help="stop the stage's service, reset, start it"
     )
     p.set_defaults(func=cmd_offsets)
+    j = actions.add_parser(
+        "job",
+        parents=[profile_parent()],
+        help="re-emit one job's records from a stage on (dry run unless --execute)",
+    )
+    j.add_argument("job_id", metavar="JOB")
+    j.add_argument("--from", dest="stage", required=True, choices=rj.PIPELINE)
+    j.add_argument("--no-cache", action="store_true", help="bypass the LLM result cache")
+    j.add_argument("--execute", action="store_true", help="really re-emit")
+    j.add_argument("--timeout", type=float, default=1800, help="seconds to wait per stage")
+    j.set_defaults(func=cmd_job)
 
 
 def _method(args: argparse.Namespace) -> tuple[str, object, int | None]:
@@ -100,3 +118,83 @@ def cmd_offsets(args: argparse.Namespace) -> int:
         if args.restart:
             stack.start_service(args.stage)
     return 0
+
+
+def cmd_job(args: argparse.Namespace) -> int:
+    env = stack_of(args).env()
+    try:
+        return asyncio.run(_replay_job(args, env))
+    except rj.ReplayError as exc:
+        raise CommandError(str(exc)) from exc
+
+
+async def _replay_job(args: argparse.Namespace, env: dict[str, str]) -> int:
+    import psycopg
+    from aiokafka import AIOKafkaProducer
+
+    prefix = env.get("VOC_TOPIC_PREFIX", "voc.")
+    async with await psycopg.AsyncConnection.connect(env["DATABASE_URL"]) as conn:
+        job = await rj.job_info(conn, args.job_id)
+        events = [e async for e in rj.events_for(conn, job, args.stage)]
+        await conn.commit()
+        reviews = sum(
+            len(getattr(e, "reviews", None) or getattr(e, "review_ids", [])) for e in events
+        )
+        topic = STAGE_INPUT[args.stage].full_name(prefix)
+        cache = "bypassing the LLM cache" if args.no_cache else "using the LLM cache"
+        out(
+            f"job {job.id} ({job.status}): {len(events)} record(s), {reviews} review(s) "
+            f"to {topic}, {cache}"
+        )
+        if not args.execute:
+            out("dry run: nothing sent (add --execute to replay)")
+            return 0
+        replay_id = rj.new_replay_id()
+        await rj.set_status(conn, env["REDIS_URL"], job, "reprocessing")
+        producer = AIOKafkaProducer(
+            bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"],
+            acks="all",
+            enable_idempotence=True,
+            max_request_size=8 * 1024 * 1024,
+        )
+        await producer.start()
+        try:
+            marks = rj.headers(replay_id, args.no_cache)
+            futures = [
+                await producer.send(
+                    topic, e.to_bytes(), key=f"{job.id}:replay:{i}".encode(), headers=marks
+                )
+                for i, e in enumerate(events)
+            ]
+            await asyncio.gather(*futures)
+        finally:
+            await producer.stop()
+        out(f"replay {replay_id}: sent; following it through the pipeline")
+        stages = rj.PIPELINE[rj.PIPELINE.index(args.stage) :]
+        for stage in stages:
+            await rj.barrier(env["KAFKA_BOOTSTRAP_SERVERS"], prefix, stage, _bar, args.timeout)
+            sys.stdout.write("\n")
+        await rj.set_status(conn, env["REDIS_URL"], job, "replayed")
+        status = await _wait_final(conn, job.id, args.timeout)
+    out(f"job {job.id}: {status}")
+    return 0 if status == "completed" else 1
+
+
+def _bar(stage: str, done: int, total: int) -> None:
+    width = 30
+    filled = width if total == 0 else int(width * done / total)
+    sys.stdout.write(f"\r  {stage:<10} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+    sys.stdout.flush()
+
+
+async def _wait_final(conn: Any, job_id: str, timeout_s: float) -> str:
+    """The job's status once the report stage has rebuilt its report (or the timeout)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        cur = await conn.execute("SELECT status FROM jobs WHERE id = %s", (job_id,))
+        row = await cur.fetchone()
+        await conn.commit()
+        status = str(row[0]) if row else "missing"
+        if status != "replayed" or asyncio.get_running_loop().time() > deadline:
+            return status
+        await asyncio.sleep(0.5)
