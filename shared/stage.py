@@ -54,7 +54,12 @@ from shared.topics import RETRY_TIERS, TopicSpec, retry_topic, stage_group
 
 log = logging.getLogger(__name__)
 
-DEAD_LETTERS = Upsert(DeadLetter.__table__, key=("id",))  # type: ignore[arg-type]
+DEAD_LETTERS = Upsert(
+    DeadLetter.__table__,  # type: ignore[arg-type]
+    key=("id",),
+    # every column but created_at (`attempts` has a server default but is always known)
+    columns=tuple(c.name for c in DeadLetter.__table__.columns if c.name != "created_at"),
+)
 INFRA_ERRORS: tuple[type[BaseException], ...] = (
     psycopg.OperationalError,
     KafkaError,

@@ -350,8 +350,9 @@ def llm() -> dict[str, Any]:
             "Cache hit ratio",
             [
                 (
-                    f"sum(rate(voc_llm_cache_hits_total[{RI}])) / "
-                    f"(sum(rate(voc_llm_cache_hits_total[{RI}])) "
+                    # No hit yet means no hits series: count it as 0, not "no data".
+                    f"(sum(rate(voc_llm_cache_hits_total[{RI}])) or on() vector(0)) / "
+                    f"((sum(rate(voc_llm_cache_hits_total[{RI}])) or on() vector(0)) "
                     f"+ sum(rate(voc_llm_cache_misses_total[{RI}])))",
                     "hits",
                 )

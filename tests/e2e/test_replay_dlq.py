@@ -146,7 +146,7 @@ async def _produce_poison(bootstrap: str, topic: str) -> list[tuple[int, int]]:
 
 
 async def _dlq_headers(
-    bootstrap: str, topic: str, offsets: list[tuple[int, int]]
+    bootstrap: str, topic: str, offsets: list[tuple[int, int]], since_ms: int
 ) -> list[dict[str, str]]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
@@ -154,7 +154,7 @@ async def _dlq_headers(
         tp = TopicPartition(topic, 0)
         consumer.assign([tp])
         await consumer.seek_to_beginning(tp)
-        wanted = {str(o) for _, o in offsets}
+        wanted = {(str(p), str(o)) for p, o in offsets}
         found: list[dict[str, str]] = []
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and len(found) < len(wanted):
@@ -162,9 +162,12 @@ async def _dlq_headers(
             for recs in batch.values():
                 for r in recs:
                     h = {k: v.decode(errors="replace") for k, v in r.headers or ()}
-                    if h.get("voc-original-offset") in wanted and h.get(
-                        "voc-original-topic", ""
-                    ).endswith("reviews.translated"):
+                    where = (h.get("voc-original-partition"), h.get("voc-original-offset"))
+                    if (
+                        r.timestamp >= since_ms
+                        and where in wanted
+                        and h.get("voc-original-topic", "").endswith("reviews.translated")
+                    ):
                         found.append(h)
         return found
     finally:
@@ -176,10 +179,11 @@ def test_garbage_on_a_stage_input_is_dead_lettered_and_the_stage_moves_on(
 ) -> None:
     bootstrap = os.environ["KAFKA_BOOTSTRAP_SERVERS"]
     prefix = os.environ.get("VOC_TOPIC_PREFIX", "voc.")
+    since_ms = int(time.time() * 1000)
     where = asyncio.run(_produce_poison(bootstrap, f"{prefix}reviews.translated"))
     job = run_job(api, sample_rows(uuid.uuid4().hex[:8])[:30])
     assert job["counts"]["dead_lettered"] == 0
-    headers = asyncio.run(_dlq_headers(bootstrap, f"{prefix}insight.dlq", where))
+    headers = asyncio.run(_dlq_headers(bootstrap, f"{prefix}insight.dlq", where, since_ms))
     assert len(headers) == 2
     for h in headers:
         assert h["voc-stage"] == "insight"

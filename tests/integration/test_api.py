@@ -504,7 +504,8 @@ async def test_status_counts_come_from_the_tables_through_the_cache(api: Api) ->
         "themed": 3,
         "dead_lettered": 1,
     }
-    assert fresh["stages"]["translate"] == {"done": 6}
+    # 11 expected (not sealed: submitted), 6 done, 1 dead-lettered; no measured speed yet
+    assert fresh["stages"]["translate"] == {"done": 6, "pending": 4, "eta_s": None}
     assert 0 < fresh["progress"] < 1
     # ... and a seal, which changes status and progress.
     sealed = await api.client.post(f"/v1/jobs/{jid}/seal", headers=auth(api.key))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,6 +20,8 @@ import psycopg
 
 from shared.topics import STAGE_INPUT
 from voc.commands import CommandError, Subparsers, out, profile_parent, stack_of
+
+RecordKey = tuple[str, str, str]  # stage, original topic:partition:offset, payload hash
 
 
 def register(subparsers: Subparsers) -> None:
@@ -142,16 +145,18 @@ def cmd_redrive(args: argparse.Namespace) -> int:
             "ORDER BY created_at",
             params,
         ).fetchall()
-        # One failed record may have several rows (one per review): send it once.
-        records: dict[tuple[str, str, int, int], bytes] = {}
-        ids_by_record: dict[tuple[str, str, int, int], list[str]] = {}
+        # A whole failed record has one row per review, all with the same bytes: send it
+        # once. Single-review dead letters of one original record have different bytes.
+        records: dict[RecordKey, bytes] = {}
+        ids_by_record: dict[RecordKey, list[str]] = {}
         skipped = 0
         for rid, stage, topic, part, off, payload in rows:
             if payload is None or stage not in STAGE_INPUT:
                 skipped += 1
                 continue
-            key = (stage, topic, part, off)
-            records.setdefault(key, bytes(payload))
+            value = bytes(payload)
+            key = (stage, f"{topic}:{part}:{off}", hashlib.sha256(value).hexdigest())
+            records.setdefault(key, value)
             ids_by_record.setdefault(key, []).append(rid)
         out(f"{len(rows)} dead letter(s), {len(records)} record(s) to redrive, {skipped} skipped")
         if not args.execute:
@@ -167,9 +172,7 @@ def cmd_redrive(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _send(
-    bootstrap: str, prefix: str, records: dict[tuple[str, str, int, int], bytes]
-) -> int:
+async def _send(bootstrap: str, prefix: str, records: dict[RecordKey, bytes]) -> int:
     from aiokafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(
@@ -181,8 +184,8 @@ async def _send(
     await producer.start()
     try:
         futures = []
-        for (stage, topic, part, off), value in records.items():
-            headers = [("voc-redrive-of", f"{topic}:{part}:{off}".encode())]
+        for (stage, origin, _), value in records.items():
+            headers = [("voc-redrive-of", origin.encode())]
             futures.append(
                 await producer.send(STAGE_INPUT[stage].full_name(prefix), value, headers=headers)
             )
