@@ -735,3 +735,27 @@ async def run_service(
             await closer()
         await pool.close()
         log.info("stage stopped", extra={"stage": name})
+
+
+def main(
+    name: str,
+    build: Callable[[CommonSettings, ConnectionPool], Awaitable[StageHandler]],
+    *,
+    max_records: int,
+    max_inflight: int,
+    retries: bool = True,
+) -> None:
+    """Run a stage process on uvloop until SIGTERM: what every `services/<stage>/__main__`
+    calls with its build function and its batch settings."""
+    import uvloop
+
+    uvloop.run(
+        run_service(
+            name,
+            build,
+            max_records=max_records,
+            max_inflight=max_inflight,
+            settings=CommonSettings(),
+            retries=retries,
+        )
+    )

@@ -2,30 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
+import functools
 
 from services.insight.service import build
 from services.insight.settings import InsightSettings
-from shared.settings import CommonSettings
-from shared.stage import run_service
+from shared import stage
 
 
 def main() -> None:
     """Run the insight service with settings from the environment."""
-    insight = InsightSettings()
-    coro = run_service(
+    settings = InsightSettings()
+    stage.main(
         "insight",
-        build,
-        max_records=insight.max_records,
-        max_inflight=insight.max_inflight,
-        settings=CommonSettings(),
+        functools.partial(build, insight=settings),
+        max_records=settings.max_records,
+        max_inflight=settings.max_inflight,
     )
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency, but not on every platform
-        asyncio.run(coro)
-    else:
-        uvloop.run(coro)
 
 
 if __name__ == "__main__":

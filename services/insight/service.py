@@ -22,9 +22,9 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Sequence
 from operator import itemgetter
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from services.insight import metrics
 from services.insight.core import (
@@ -45,7 +45,7 @@ from shared.db.upsert import Upsert
 from shared.events import ReviewsTranslated, TranslatedReview
 from shared.llm.client import build_llm
 from shared.llm.errors import LLMError
-from shared.llm.prompts import PromptTemplate
+from shared.llm.port import CompletesLLM
 from shared.llm.settings import LLMSettings
 from shared.prompts.insight import PROMPT, InsightOutput
 from shared.redis import redis_client
@@ -55,7 +55,6 @@ from shared.topics import INSIGHTS_EXTRACTED, REVIEWS_TRANSLATED, TopicSpec
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T", bound=BaseModel)
 
 INSIGHTS = Upsert(InsightRow.__table__, key=("id",))  # type: ignore[arg-type]
 REVIEW_INSIGHTS = Upsert(ReviewInsightState.__table__, key=("review_id",))  # type: ignore[arg-type]
@@ -70,24 +69,6 @@ class JobModels(Protocol):
 
     async def get(self, job_ids: Collection[str]) -> dict[str, JobModel]:
         """Map each job among `job_ids` that has a learned model to it."""
-        ...
-
-
-class CompletesLLM(Protocol):
-    """Port: the LLM layer's `complete` (see `shared.llm`)."""
-
-    async def complete(
-        self,
-        stage: str,
-        prompt: PromptTemplate,
-        input: dict[str, Any],
-        output_model: type[T],
-        *,
-        job_id: str | None = None,
-        cache: bool = True,
-        validate: Callable[[T], None] | None = None,
-    ) -> T:
-        """One structured completion, retried and rate-limited by the layer."""
         ...
 
 

@@ -2,31 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 
 from services.learn.service import build
 from services.learn.settings import LearnSettings
-from shared.settings import CommonSettings
-from shared.stage import run_service
+from shared import stage
 
 
 def main() -> None:
     """Run the learn service with settings from the environment."""
-    learn = LearnSettings()
-    coro = run_service(
+    settings = LearnSettings()
+    stage.main(
         "learn",
-        functools.partial(build, learn_settings=learn),
-        max_records=learn.max_records,
-        max_inflight=learn.max_inflight,
-        settings=CommonSettings(),
+        functools.partial(build, learn_settings=settings),
+        max_records=settings.max_records,
+        max_inflight=settings.max_inflight,
     )
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency, but not on every platform
-        asyncio.run(coro)
-    else:
-        uvloop.run(coro)
 
 
 if __name__ == "__main__":

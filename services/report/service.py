@@ -22,11 +22,10 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import psycopg
 from psycopg.rows import dict_row
-from pydantic import BaseModel
 
 from services.report import core, metrics
 from services.report.aggregates import RawAggregates, build_aggregates, load_raw
@@ -40,7 +39,7 @@ from shared.events import JobCompleted, ThemesExtracted
 from shared.jobstatus import status_cache_key
 from shared.llm.client import build_llm
 from shared.llm.errors import LLMError
-from shared.llm.prompts import PromptTemplate
+from shared.llm.port import CompletesLLM
 from shared.llm.settings import LLMSettings
 from shared.prompts import report as report_prompt
 from shared.redis import redis_client
@@ -50,7 +49,6 @@ from shared.topics import JOBS_COMPLETED, THEMES_EXTRACTED, TopicSpec
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T", bound=BaseModel)
 
 REPORTS = Upsert(
     Report.__table__,  # type: ignore[arg-type]
@@ -114,24 +112,6 @@ LIMIT %(limit)s
 """
 
 ADVISORY_LOCK_KEY = 0x766F6363_616C6C62  # "voccallb": the callback deliverer's lock
-
-
-class CompletesLLM(Protocol):
-    """Port: the part of `shared.llm.LLM` the report stage uses."""
-
-    async def complete(
-        self,
-        stage: str,
-        prompt: PromptTemplate,
-        input: dict[str, Any],
-        output_model: type[T],
-        *,
-        job_id: str | None = None,
-        cache: bool = True,
-        validate: Callable[[T], None] | None = None,
-    ) -> T:
-        """A validated structured answer (see `shared.llm.client.LLM.complete`)."""
-        ...
 
 
 class ReportStore(Protocol):

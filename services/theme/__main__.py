@@ -2,30 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
+import functools
 
 from services.theme.service import build
 from services.theme.settings import ThemeSettings
-from shared.settings import CommonSettings
-from shared.stage import run_service
+from shared import stage
 
 
 def main() -> None:
     """Run the theme service with settings from the environment."""
-    theme = ThemeSettings()
-    coro = run_service(
+    settings = ThemeSettings()
+    stage.main(
         "theme",
-        build,
-        max_records=theme.max_records,
-        max_inflight=theme.max_inflight,
-        settings=CommonSettings(),
+        functools.partial(build, theme=settings),
+        max_records=settings.max_records,
+        max_inflight=settings.max_inflight,
     )
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency, but not on every platform
-        asyncio.run(coro)
-    else:
-        uvloop.run(coro)
 
 
 if __name__ == "__main__":

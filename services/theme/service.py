@@ -19,9 +19,9 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Sequence
 from operator import itemgetter
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from services.theme import metrics
 from services.theme.core import (
@@ -40,7 +40,7 @@ from shared.db.upsert import Upsert
 from shared.events import InsightsExtracted
 from shared.llm.client import build_llm
 from shared.llm.errors import LLMError
-from shared.llm.prompts import PromptTemplate
+from shared.llm.port import CompletesLLM
 from shared.llm.settings import LLMSettings
 from shared.prompts.theme import PROMPT, ThemeOutput, check_keys
 from shared.redis import redis_client
@@ -50,7 +50,6 @@ from shared.topics import INSIGHTS_EXTRACTED, THEMES_EXTRACTED, TopicSpec
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T", bound=BaseModel)
 
 # First name wins: a theme row is written when the theme opens and never renamed by a
 # later (possibly concurrent or replayed) batch, so the name a user saw stays.
@@ -60,24 +59,6 @@ REVIEW_THEMED = Upsert(ReviewThemed.__table__, key=("review_id",))  # type: igno
 
 _EXISTING_SQL = f"SELECT id FROM {Theme.__tablename__} WHERE id = ANY(%s)"
 _PRODUCTS_SQL = f"SELECT id, product FROM {Job.__tablename__} WHERE id = ANY(%s)"
-
-
-class CompletesLLM(Protocol):
-    """Port: the LLM layer's `complete` (see `shared.llm`)."""
-
-    async def complete(
-        self,
-        stage: str,
-        prompt: PromptTemplate,
-        input: dict[str, Any],
-        output_model: type[T],
-        *,
-        job_id: str | None = None,
-        cache: bool = True,
-        validate: Callable[[T], None] | None = None,
-    ) -> T:
-        """One structured completion, retried and rate-limited by the layer."""
-        ...
 
 
 class ThemeStore(Protocol):
