@@ -33,6 +33,7 @@ from services.translate.core import (
     translated_event,
     translation_row,
 )
+from services.translate.item_cache import ItemCache
 from services.translate.packer import CallPacker
 from services.translate.settings import TranslateSettings
 from shared import metrics as m
@@ -41,10 +42,11 @@ from shared.db.pool import ConnectionPool
 from shared.db.upsert import Upsert
 from shared.events import Review, ReviewsLearned
 from shared.llm.client import LLM, build_llm
+from shared.llm.context import bypass_cache
 from shared.llm.errors import LLMError
 from shared.llm.settings import LLMSettings
 from shared.prompts import translate as translate_prompt
-from shared.prompts.translate import TranslateOutput
+from shared.prompts.translate import TranslatedItem, TranslateOutput
 from shared.redis import redis_client
 from shared.settings import CommonSettings
 from shared.stage import DeadLetterOut, Incoming, Outgoing, StageResult
@@ -72,11 +74,13 @@ class Translator(Protocol):
 
 
 class LLMTranslator:
-    """`Translator` over the shared LLM client (cached, rate limited, retried)."""
+    """`Translator` over the shared LLM client (rate limited, retried), with a per-item
+    translation cache in front of it (`services.translate.item_cache`)."""
 
-    def __init__(self, llm: LLM, redis: Redis | None = None) -> None:
+    def __init__(self, llm: LLM, redis: Redis | None = None, cache: ItemCache | None = None):
         self.llm = llm
         self.redis = redis
+        self.cache = cache
 
     async def translate(
         self,
@@ -85,17 +89,27 @@ class LLMTranslator:
         items: Sequence[ToTranslate],
         validate: Validator | None = None,
     ) -> TranslateOutput:
-        """One structured `translate` call. Packed calls pass no `validate`: a missing item
-        is cheaper to retry alone than the whole call."""
-        payload = {"target_language": target_language, "items": [i.as_input() for i in items]}
-        return await self.llm.complete(
-            "translate",
-            translate_prompt.PROMPT,
-            payload,
-            TranslateOutput,
-            job_id=job_id,
-            validate=validate,
-        )
+        """One structured `translate` call for the items not in the cache. Packed calls
+        pass no `validate`: a missing item is cheaper to retry alone than the whole call."""
+        hits = {}
+        if self.cache is not None and not bypass_cache.get():
+            hits = await self.cache.get_many(target_language, items)
+        todo = [i for i in items if i.review_id not in hits]
+        answers: list[TranslatedItem] = []
+        if todo:
+            payload = {"target_language": target_language, "items": [i.as_input() for i in todo]}
+            out = await self.llm.complete(
+                "translate",
+                translate_prompt.PROMPT,
+                payload,
+                TranslateOutput,
+                job_id=job_id,
+                validate=validate,
+            )
+            answers = out.items
+            if self.cache is not None:
+                await self.cache.put_many(target_language, todo, answers)
+        return TranslateOutput(items=[*hits.values(), *answers])
 
     async def close(self) -> None:
         """Close the LLM's HTTP clients and its Redis connection."""
@@ -285,7 +299,14 @@ async def build(
     ts = translate_settings or TranslateSettings()
     if translator is None:
         redis = redis_client(settings.redis.url)
-        translator = LLMTranslator(build_llm(LLMSettings(), redis), redis)
+        llm_settings = LLMSettings()
+        cache = ItemCache(
+            redis,
+            llm_settings.for_stage("translate").model,
+            llm_settings.cache_ttl_s,
+            llm_settings.key_prefix,
+        )
+        translator = LLMTranslator(build_llm(llm_settings, redis), redis, cache)
     return TranslateHandler(
         translator,
         ts.limits(),
