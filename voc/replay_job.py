@@ -235,9 +235,10 @@ async def barrier(
         deadline = asyncio.get_running_loop().time() + timeout_s
         while True:
             committed = await admin.list_consumer_group_offsets(group, partitions=tps)
-            left = sum(
-                max(0, target[tp] - (committed[tp].offset if tp in committed else 0)) for tp in tps
-            )
+            # A partition the group never committed on reports -1 (or nothing): count it
+            # from 0, so an empty one is not taken for a record of lag.
+            done = {tp: max(0, committed[tp].offset) if tp in committed else 0 for tp in tps}
+            left = sum(max(0, target[tp] - done[tp]) for tp in tps)
             total = left if total is None else max(total, left)
             report(stage, total - left, total)
             if left == 0:
