@@ -17,12 +17,12 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import uvloop
+
+from voc.fake_llm import launch
 
 BODIES = {
     "insight": {
@@ -120,27 +120,7 @@ def main() -> int:
     proc = None
     url = args.url
     if not url:
-        ready = Path(tempfile.mkdtemp()) / "fake.url"
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "voc.fake_llm",
-                "--port",
-                "0",
-                "--ready-file",
-                str(ready),
-                "--log-level",
-                "WARNING",
-            ]
-        )
-        deadline = time.monotonic() + 20
-        while not ready.exists():
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise SystemExit("fake llm did not start")
-            time.sleep(0.05)
-        url = ready.read_text().strip()
+        proc, url = launch.spawn()
     try:
         result = uvloop.run(
             run(url.rstrip("/").removesuffix("/v1"), args.seconds, args.connections, args.stage)

@@ -25,13 +25,13 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import httpx
+
+from voc.fake_llm import launch
 
 
 def _free_port() -> int:
@@ -61,32 +61,11 @@ def _start_redis() -> tuple[str, subprocess.Popen[bytes]]:
 
 
 def _start_fake(args: argparse.Namespace) -> tuple[str, subprocess.Popen[bytes]]:
-    ready = Path(tempfile.mkdtemp(prefix="bench-fake-")) / "url"
-    cmd = [
-        sys.executable,
-        "-m",
-        "voc.fake_llm",
-        "--port",
-        "0",
-        "--ready-file",
-        str(ready),
-        "--rps",
-        str(args.rps),
-        "--latency-ms",
-        args.latency_ms,
-        "--log-level",
-        "WARNING",
-    ]
+    extra = ["--rps", str(args.rps), "--latency-ms", args.latency_ms]
     if args.burst:
-        cmd += ["--burst", str(args.burst)]
-    proc = subprocess.Popen(cmd)
-    deadline = time.monotonic() + 30
-    while not ready.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise SystemExit("fake LLM did not start")
-        time.sleep(0.05)
-    return ready.read_text().strip(), proc
+        extra += ["--burst", str(args.burst)]
+    proc, url = launch.spawn(*extra)
+    return url, proc
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

@@ -13,8 +13,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -26,6 +24,7 @@ import httpx
 import pytest
 
 from shared.llm.settings import LLMSettings
+from voc.fake_llm import launch
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 ROOT = Path(__file__).resolve().parents[2]
@@ -143,30 +142,8 @@ class FakeLLM:
 
 def start_fake_llm(*args: str) -> FakeLLM:
     """Run `python -m voc.fake_llm --port 0 ...` and wait until it listens."""
-    ready = Path(tempfile.mkdtemp(prefix="fake-llm-")) / "url"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "voc.fake_llm",
-            "--port",
-            "0",
-            "--ready-file",
-            str(ready),
-            "--log-level",
-            "WARNING",
-            *args,
-        ],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    deadline = time.monotonic() + 30
-    while not ready.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            stop_pid(proc)
-            raise RuntimeError("fake LLM did not start")
-        time.sleep(0.05)
-    return FakeLLM(ready.read_text().strip(), proc)
+    proc, url = launch.spawn(*args, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return FakeLLM(url, proc)
 
 
 @pytest.fixture(scope="session")
