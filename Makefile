@@ -16,7 +16,7 @@ LINT_PATHS := shared services voc tests tools
 # ruff skips it through .gitignore; mypy is told here.
 MYPY_EXCLUDE := '^tools/(helm|kafka)/'
 
-.PHONY: help install up down status lint test test-unit demo bench-ingest bench-llm bench-e2e \
+.PHONY: help install up down status lint test test-unit demo bench-ingest bench-llm bench-e2e bench-faust \
         fake-llm clean distclean
 
 help: ## show this help
@@ -68,13 +68,19 @@ bench-llm: up ## LLM quota-utilisation benchmark; ARGS=... are passed on
 bench-e2e: up ## end-to-end job benchmark; ARGS=... are passed on
 	$(BIN)/python -m bench.e2e $(ARGS)
 
+bench-faust: install ## Faust agents vs the stage runner relaying the same records (installs the faust extra)
+	@$(BIN)/python -c 'import faust' 2>/dev/null || $(BIN)/python -m pip install -q -e '.[faust,dev]'
+	$(BIN)/voc up --profile $(PROFILE) --no-services
+	$(BIN)/python -m bench.faust_relay $(ARGS)
+
 fake-llm: install ## run the fake OpenAI-compatible LLM server in the foreground
 	$(BIN)/voc fake-llm $(ARGS)
 
 clean: ## stop both stacks, delete the test stack's data and tool caches
-	@if [ -x $(BIN)/voc ]; then $(BIN)/voc down --profile test; $(BIN)/voc down --profile dev; fi
+	@if [ -x $(BIN)/voc ]; then $(BIN)/voc down --profile test --purge; $(BIN)/voc down --profile dev; fi
 	rm -rf .voc-test .mypy_cache .ruff_cache .pytest_cache build dist out
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean ## also delete the dev stack's data, the venv and the Kafka jars
+	@if [ -x $(BIN)/voc ]; then $(BIN)/voc down --profile dev --purge; fi
 	rm -rf .voc $(VENV) tools/kafka/libs tools/kafka/target *.egg-info

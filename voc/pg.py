@@ -1,14 +1,21 @@
 """A local PostgreSQL server for the stack: initdb once, pg_ctl start, role and database `voc`.
 
 Postgres refuses to run as root, so as root every server command runs as the `postgres` user
-(`runuser -u postgres --`) in a data directory that user owns.
+(`runuser -u postgres --`) in a data directory that user owns. That user must be able to
+traverse every parent of the data directory; a clone under a private home directory (mode
+700, as `/root` and `mktemp -d` folders are) is out of its reach, so there the cluster lives
+under `/var/lib/vocstream/` instead (one directory per stack home, named after a hash of
+its path) and the stack home holds a symlink to it (`cluster_dir`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import pwd
 import shutil
+import stat
 import subprocess
 from pathlib import Path
 
@@ -17,6 +24,8 @@ from voc import procs, sysdeps
 log = logging.getLogger("voc.stack")
 
 PG_USER = "postgres"
+# Where clusters go when the stack home is out of the postgres user's reach (root only).
+SHARED_ROOT = Path("/var/lib/vocstream")
 
 
 def _as_pg_user(argv: list[str]) -> list[str]:
@@ -24,6 +33,69 @@ def _as_pg_user(argv: list[str]) -> list[str]:
         return argv
     runuser = shutil.which("runuser") or "/usr/sbin/runuser"
     return [runuser, "-u", PG_USER, "--", *argv]
+
+
+def _run_as_pg(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    # cwd "/": the caller's directory may be one the postgres user cannot enter.
+    return subprocess.run(_as_pg_user(argv), capture_output=True, text=True, cwd="/")
+
+
+def _reachable_by(path: Path, uid: int, gids: set[int]) -> bool:
+    """Whether a process of `uid` (in groups `gids`) can traverse every directory above
+    `path` (the nearest existing one included)."""
+    for parent in [path, *path.parents]:
+        try:
+            st = parent.stat()
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            continue
+        if st.st_uid == uid:
+            bit = stat.S_IXUSR
+        elif st.st_gid in gids:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not st.st_mode & bit:
+            return False
+    return True
+
+
+def cluster_dir(pg_dir: Path) -> Path:
+    """Where the cluster of the stack directory `pg_dir` lives.
+
+    `pg_dir` itself, unless this process is root and the postgres user cannot reach it:
+    then a directory under `SHARED_ROOT` named after `pg_dir`'s path, with `pg_dir` made a
+    symlink to it so the data is still found from the stack home.
+    """
+    if os.geteuid() != 0 or pg_dir.is_symlink():
+        return pg_dir.resolve() if pg_dir.is_symlink() else pg_dir
+    if (pg_dir / "data" / "PG_VERSION").exists():
+        return pg_dir  # an existing in-tree cluster stays where it is
+    user = pwd.getpwnam(PG_USER)
+    gids = {user.pw_gid, *os.getgrouplist(PG_USER, user.pw_gid)}
+    if _reachable_by(pg_dir, user.pw_uid, gids):
+        return pg_dir
+    digest = hashlib.sha256(str(pg_dir.resolve()).encode()).hexdigest()[:16]
+    shared = SHARED_ROOT / f"pg-{digest}"
+    shared.mkdir(parents=True, exist_ok=True)
+    SHARED_ROOT.chmod(0o755)
+    (shared / "OWNER").write_text(f"{pg_dir.resolve()}\n")
+    if pg_dir.exists():
+        shutil.rmtree(pg_dir)  # holds no cluster (checked above): an earlier failed attempt
+    pg_dir.parent.mkdir(parents=True, exist_ok=True)
+    pg_dir.symlink_to(shared, target_is_directory=True)
+    log.info("postgres: %s is private, the cluster lives in %s", pg_dir.parent, shared)
+    return shared
+
+
+def remove_cluster(pg_dir: Path) -> None:
+    """Delete the cluster of `pg_dir` where it lives (after the server was stopped)."""
+    if pg_dir.is_symlink():
+        target = pg_dir.resolve()
+        pg_dir.unlink()
+        if target.is_relative_to(SHARED_ROOT):
+            shutil.rmtree(target, ignore_errors=True)
 
 
 def _chown_to_pg(path: Path) -> None:
@@ -39,6 +111,7 @@ def postmaster_pid(data_dir: Path) -> int | None:
 
 def init(pg_dir: Path) -> bool:
     """Create the cluster in pg_dir/data if absent. Returns True if it was created now."""
+    pg_dir = pg_dir.resolve()  # the server's user may not traverse the symlink's parents
     data = pg_dir / "data"
     if (data / "PG_VERSION").exists():
         return False
@@ -57,7 +130,7 @@ def init(pg_dir: Path) -> bool:
         "--no-locale",
         "--no-instructions",
     ]
-    done = subprocess.run(_as_pg_user(cmd), capture_output=True, text=True)
+    done = _run_as_pg(cmd)
     if done.returncode != 0:
         raise RuntimeError(
             f"initdb failed (the {PG_USER} user must be able to reach {pg_dir}):\n"
@@ -81,6 +154,8 @@ def init(pg_dir: Path) -> bool:
 
 def start(pg_dir: Path, port: int, log_path: Path) -> int:
     """Start the server (if not running) and return the postmaster PID."""
+    moved = pg_dir.is_symlink()
+    pg_dir = pg_dir.resolve()
     data = pg_dir / "data"
     running = postmaster_pid(data)
     if running is not None:
@@ -89,6 +164,12 @@ def start(pg_dir: Path, port: int, log_path: Path) -> int:
         raise RuntimeError(f"port {port} is taken by a Postgres this stack did not start")
     bindir = sysdeps.postgres_bindir()
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    if moved and not log_path.is_symlink():
+        # The cluster moved out of a private stack home (`cluster_dir`), so the server
+        # cannot reach the stack's log directory either: it logs beside its data.
+        log_path.unlink(missing_ok=True)
+        log_path.symlink_to(pg_dir / "server.log")
+    log_path = log_path.resolve()
     log_path.touch()
     _chown_to_pg(log_path)  # the server (running as postgres) appends to it
     cmd = [
@@ -104,7 +185,7 @@ def start(pg_dir: Path, port: int, log_path: Path) -> int:
         f"-p {port} -c listen_addresses=127.0.0.1",
         "start",
     ]
-    done = subprocess.run(_as_pg_user(cmd), capture_output=True, text=True)
+    done = _run_as_pg(cmd)
     pid = postmaster_pid(data)
     if done.returncode != 0 or pid is None:
         raise RuntimeError(

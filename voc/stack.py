@@ -16,7 +16,6 @@ import contextlib
 import dataclasses
 import fcntl
 import functools
-import importlib.util
 import logging
 import os
 import secrets
@@ -30,7 +29,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from voc import hooks, kafka_dist, pg, procs, redis_local, stackenv, sysdeps
+from voc import kafka_dist, pg, procs, redis_local, stackenv, sysdeps
 from voc import prometheus as prom
 from voc.profiles import METRICS_SLOTS, PROFILES, Profile
 
@@ -134,6 +133,7 @@ class Stack:
 
     @property
     def _pg_dir(self) -> Path:
+        """The stack's Postgres directory (a symlink when the cluster lives elsewhere)."""
         return self.home / "postgres"
 
     @property
@@ -192,28 +192,6 @@ class Stack:
     def external_llm(self) -> str | None:
         own = {u + "/v1" for u in _own_urls("fake_llm_url")}
         return self._external("VOC_LLM_BASE_URL", own, self.profile.fake_llm_url + "/v1")
-
-    @staticmethod
-    def fake_llm_available() -> bool:
-        """True once the fake LLM package exists and can be run with `python -m`."""
-        try:
-            spec = importlib.util.find_spec(FAKE_LLM_MODULE)
-        except (ImportError, ValueError):
-            return False
-        if spec is None:
-            return False
-        if spec.submodule_search_locations:
-            return any(Path(p, "__main__.py").exists() for p in spec.submodule_search_locations)
-        return True
-
-    @staticmethod
-    def available_services() -> list[str]:
-        """Services whose package has a __main__.py (i.e. can run as `python -m`)."""
-        return [
-            name
-            for name, module in SERVICES.items()
-            if (ROOT / Path(*module.split(".")) / "__main__.py").exists()
-        ]
 
     def metrics_port(self, service: str) -> int:
         index = list(SERVICES).index(service)
@@ -309,6 +287,7 @@ class Stack:
 
     def _start_postgres(self) -> tuple[int, bool, bool]:
         """Returns (pid, started_now, created_now)."""
+        pg.cluster_dir(self._pg_dir)  # moves it out of a home the postgres user cannot reach
         created = pg.init(self._pg_dir)
         running = pg.postmaster_pid(self._pg_dir / "data")
         if running is not None:
@@ -363,8 +342,6 @@ class Stack:
             return [sys.executable, "-m", FAKE_LLM_MODULE, "--port", str(port)], {}, [port]
         if name not in SERVICES:
             raise StackError(f"unknown service {name!r} (known: {', '.join(SERVICES)})")
-        if name not in self.available_services():
-            raise StackError(f"service {name!r} has no {SERVICES[name]}/__main__.py yet")
         metrics = self.metrics_port(name)
         env = {"VOC_SERVICE_NAME": name, "VOC_METRICS_PORT": str(metrics)}
         ports = [metrics]
@@ -469,11 +446,11 @@ class Stack:
         if services is True:
             wanted = os.environ.get("VOC_SERVICES", "").strip()
             if not wanted:
-                return self.available_services()
+                return list(SERVICES)
             services = [n.strip() for n in wanted.split(",") if n.strip()]
         names = list(services)
         for name in names:
-            self._service_argv(name)  # raises a clear error for unknown/unwritten services
+            self._service_argv(name)  # raises a clear error for an unknown service
         return names
 
     def up(self, services: bool | Iterable[str] = True, timeout: float = 120.0) -> UpResult:
@@ -529,21 +506,19 @@ class Stack:
                 note("kafka", kafka_started, t_kafka)
 
             prefix = os.environ.get("VOC_TOPIC_PREFIX") or DEFAULT_TOPIC_PREFIX
-            hooks.migrate(database)
-            hooks.ensure_topics(kafka, prefix)
+            _migrate(database)
+            _ensure_topics(kafka, prefix)
             # The dev key is made once and kept in stack.env (a new database needs a new one).
             api_key = "" if fresh_db else previous.get("VOC_API_KEY", "")
             if not api_key:
-                api_key = hooks.create_api_key(database, DEV_TENANT) or ""
+                api_key = _create_api_key(database, DEV_TENANT)
 
             llm = self.external_llm()
-            use_fake = llm is None and self.fake_llm_available()
+            use_fake = llm is None
             if llm is not None:
                 result.external.append("llm")
-            elif use_fake:
-                llm = self.profile.fake_llm_url + "/v1"
             else:
-                log.warning("no fake LLM (%s) yet and VOC_LLM_BASE_URL unset", FAKE_LLM_MODULE)
+                llm = self.profile.fake_llm_url + "/v1"
 
             values = self._stack_values(
                 api_key=api_key,
@@ -673,6 +648,7 @@ class Stack:
             for name, _, _ in order:
                 self.pid_path(name).unlink(missing_ok=True)
         if purge and self.home.exists():
+            pg.remove_cluster(self._pg_dir)
             shutil.rmtree(self.home)
             log.info("removed %s", self.home)
         return stopped
@@ -705,12 +681,11 @@ class Stack:
         rows.append(
             ComponentStatus(PROMETHEUS, pid, pid is not None, p.prometheus_port, p.prometheus_url)
         )
-        if self.fake_llm_available() or self._pid(FAKE_LLM):
-            pid = self._pid(FAKE_LLM)
-            rows.append(
-                ComponentStatus(FAKE_LLM, pid, pid is not None, p.fake_llm_port, p.fake_llm_url)
-            )
-        for name in self.available_services():
+        pid = self._pid(FAKE_LLM)
+        rows.append(
+            ComponentStatus(FAKE_LLM, pid, pid is not None, p.fake_llm_port, p.fake_llm_url)
+        )
+        for name in SERVICES:
             pid = self._pid(name)
             port = p.api_port if name == "api" else self.metrics_port(name)
             url = p.api_url if name == "api" else f"http://127.0.0.1:{port}/metrics"
@@ -727,10 +702,36 @@ class Stack:
     def create_api_key(self, tenant: str) -> str:
         """A new API key for `tenant` in this stack's database."""
         database = self.env().get("DATABASE_URL", self.profile.database_url)
-        key = hooks.create_api_key(database, tenant)
-        if key is None:
-            raise StackError("shared.auth.create_api_key_sync is not available")
-        return key
+        return _create_api_key(database, tenant)
+
+
+# `shared` is imported only where `voc up` needs it: the CLI's other commands (and its start
+# time) should not pay for SQLAlchemy, Alembic and aiokafka.
+def _migrate(database_url: str) -> None:
+    """Bring the schema to head (idempotent)."""
+    from shared.db.migrate import upgrade
+
+    t0 = time.monotonic()
+    upgrade(database_url)
+    log.info("%-12s migrations applied (%.1fs)", "postgres", time.monotonic() - t0)
+
+
+def _ensure_topics(bootstrap_servers: str, prefix: str) -> None:
+    """Create the registry's missing topics."""
+    from shared.topics import ensure_topics_sync
+
+    created = ensure_topics_sync(bootstrap_servers, prefix)
+    if created:
+        log.info("%-12s created %d topics (%s*)", "kafka", len(created), prefix)
+
+
+def _create_api_key(database_url: str, tenant: str) -> str:
+    """A new API key for `tenant`."""
+    from shared.auth import create_api_key_sync
+
+    key = str(create_api_key_sync(database_url, tenant))
+    log.info("%-12s created API key for tenant %r", "postgres", tenant)
+    return key
 
 
 def _http_ok(url: str, timeout: float = 2.0) -> bool:

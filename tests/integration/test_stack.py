@@ -87,9 +87,8 @@ def test_redis_ping(stack: dict[str, str]) -> None:
 
 def test_stack_env_is_complete(stack: dict[str, str], stack_ctl: Stack) -> None:
     missing = [k for k in ALWAYS_KEYS if not stack.get(k)]
-    if stack_ctl.fake_llm_available():
-        missing += [k for k in FAKE_LLM_KEYS if not stack.get(k)]
-        assert stack["VOC_LLM_BASE_URL"] == stack["VOC_FAKE_LLM_URL"] + "/v1"
+    missing += [k for k in FAKE_LLM_KEYS if not stack.get(k)]
+    assert stack["VOC_LLM_BASE_URL"] == stack["VOC_FAKE_LLM_URL"] + "/v1"
     for service in SERVICES:
         key = metrics_env_key(service)
         if key not in stack:
@@ -115,7 +114,7 @@ def test_voc_status_shows_everything_alive(stack: dict[str, str], stack_ctl: Sta
     assert rows["prometheus"]["url"] == stack["VOC_PROMETHEUS_URL"]
     assert rows["prometheus"]["port"] == stack_ctl.profile.prometheus_port
     # Services left out with $VOC_SERVICES may be down; everything else must run.
-    skipped = set(stack_ctl.available_services()) - set(stack_ctl.selected_services())
+    skipped = set(SERVICES) - set(stack_ctl.selected_services())
     dead = [name for name, r in rows.items() if not r["alive"] and name not in skipped]
     assert not dead, f"not alive: {dead}"
     for r in rows.values():
