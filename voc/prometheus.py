@@ -44,11 +44,16 @@ def scrape_config(
     scrape_interval: str = "15s",
     evaluation_interval: str = "15s",
 ) -> dict[str, Any]:
-    """The Prometheus configuration scraping `targets` (service name -> host:port)."""
+    """The Prometheus configuration scraping `targets` (service name -> host:port).
+
+    A replica's name is "<service>.<n>": it is scraped under its service's label (so
+    dashboards and alerts sum over replicas) and told apart by the `instance` label.
+    """
     jobs: dict[str, list[dict[str, Any]]] = {}
-    for service in sorted(targets):
+    for name in sorted(targets):
+        service = name.split(".", 1)[0]
         jobs.setdefault(_job_of(service), []).append(
-            {"targets": [targets[service]], "labels": {"service": service}}
+            {"targets": [targets[name]], "labels": {"service": service}}
         )
     return {
         "global": {

@@ -25,7 +25,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +51,11 @@ SERVICES: dict[str, str] = {
     "report": "services.report",
     "lag-exporter": "services.lag_exporter",
 }
+# Stages that may run as several replicas (`voc up --replicas insight=3`, `voc scale`): each
+# replica is one more member of the stage's consumer groups. Replica 1 is the service's own
+# name; replica n > 1 is "<service>.<n>", with its own PID file, log and metrics port.
+SCALABLE = ("ingest", "learn", "translate", "insight", "theme", "report")
+MAX_REPLICAS = 9
 FAKE_LLM = "fake-llm"
 FAKE_LLM_MODULE = "voc.fake_llm"
 FAKE_LLM_KEY = "fake-key"
@@ -61,6 +66,45 @@ DEFAULT_TOPIC_PREFIX = "voc."
 
 class StackError(RuntimeError):
     """The stack could not be brought to the requested state (message says why and what to do)."""
+
+
+def base_service(name: str) -> str:
+    """The service a component name runs: "insight.2" -> "insight"."""
+    return name.split(".", 1)[0]
+
+
+def replica_name(service: str, n: int) -> str:
+    """The component name of replica `n` (1-based) of `service`."""
+    return service if n == 1 else f"{service}.{n}"
+
+
+def replica_number(name: str) -> int:
+    """1 for "insight", 2 for "insight.2"."""
+    _, _, n = name.partition(".")
+    return int(n) if n else 1
+
+
+def parse_replicas(text: str) -> dict[str, int]:
+    """`"insight=3,translate=2"` -> {"insight": 3, "translate": 2} (validated)."""
+    counts: dict[str, int] = {}
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        service, sep, count = item.partition("=")
+        service = service.strip()
+        if not sep or service not in SCALABLE:
+            raise StackError(
+                f"bad replica count {item.strip()!r}: want SERVICE=N, SERVICE one of "
+                f"{', '.join(SCALABLE)}"
+            )
+        try:
+            n = int(count)
+        except ValueError:
+            raise StackError(f"bad replica count {item.strip()!r}: N must be a number") from None
+        if not 1 <= n <= MAX_REPLICAS:
+            raise StackError(f"{service}: replicas must be 1..{MAX_REPLICAS}, not {n}")
+        counts[service] = n
+    return counts
 
 
 @dataclass
@@ -193,15 +237,34 @@ class Stack:
         own = {u + "/v1" for u in _own_urls("fake_llm_url")}
         return self._external("VOC_LLM_BASE_URL", own, self.profile.fake_llm_url + "/v1")
 
-    def metrics_port(self, service: str) -> int:
-        index = list(SERVICES).index(service)
+    def metrics_port(self, name: str) -> int:
+        """The metrics port of a service or replica: the first replicas of all services take
+        the first slots after `metrics_base`, further replicas a block after those."""
+        index = list(SERVICES).index(base_service(name))
         if index >= METRICS_SLOTS:
-            raise StackError(f"no metrics port left for {service}: raise METRICS_SLOTS")
-        return self.profile.metrics_base + index
+            raise StackError(f"no metrics port left for {name}: raise METRICS_SLOTS")
+        n = replica_number(name)
+        if n == 1:
+            return self.profile.metrics_base + index
+        return self.profile.metrics_base + METRICS_SLOTS + index * (MAX_REPLICAS - 1) + n - 2
+
+    def replicas(self, service: str) -> list[str]:
+        """The running replicas of `service` (its own name first, then "<service>.<n>")."""
+        names = [service] if self._pid(service) is not None else []
+        run = self.home / "run"
+        extra = sorted(
+            (p.stem for p in run.glob(f"{service}.*.pid")) if run.is_dir() else (),
+            key=replica_number,
+        )
+        return names + [n for n in extra if self._pid(n) is not None]
+
+    def _extra_replicas(self) -> list[str]:
+        """Running replicas beyond each service's first."""
+        return [n for s in SCALABLE for n in self.replicas(s) if n != s]
 
     def _process_names(self) -> list[str]:
         """Every PID-tracked component, in start order."""
-        return ["kafka", "redis", FAKE_LLM, *SERVICES, PROMETHEUS]
+        return ["kafka", "redis", FAKE_LLM, *SERVICES, *self._extra_replicas(), PROMETHEUS]
 
     # --------------------------------------------------------------------------- pid tracking
     def _pid(self, name: str) -> int | None:
@@ -318,9 +381,9 @@ class Stack:
         POST /-/reload. Returns (pid, started_now) once it answers /-/ready.
         """
         port = self.profile.prometheus_port
-        config = prom.render_local_prometheus_config(
-            prom.ports_from_stack_env(values), self._prometheus_dir / "prometheus.yml"
-        )
+        ports = prom.ports_from_stack_env(values)
+        ports.update({n: self.metrics_port(n) for n in self._extra_replicas()})
+        config = prom.render_local_prometheus_config(ports, self._prometheus_dir / "prometheus.yml")
         try:
             argv = prom.prometheus_command(self._prometheus_dir, config, port=port)
         except sysdeps.MissingDependency as exc:
@@ -340,15 +403,19 @@ class Stack:
         if name == FAKE_LLM:
             port = self.profile.fake_llm_port
             return [sys.executable, "-m", FAKE_LLM_MODULE, "--port", str(port)], {}, [port]
-        if name not in SERVICES:
+        service = base_service(name)
+        if service not in SERVICES:
             raise StackError(f"unknown service {name!r} (known: {', '.join(SERVICES)})")
+        n = replica_number(name) if "." in name else 1
+        if n != 1 and (service not in SCALABLE or not 2 <= n <= MAX_REPLICAS):
+            raise StackError(f"no replica {name!r}: {', '.join(SCALABLE)} scale to {MAX_REPLICAS}")
         metrics = self.metrics_port(name)
-        env = {"VOC_SERVICE_NAME": name, "VOC_METRICS_PORT": str(metrics)}
+        env = {"VOC_SERVICE_NAME": service, "VOC_METRICS_PORT": str(metrics), "VOC_INSTANCE": name}
         ports = [metrics]
         if name == "api":
             env["VOC_API_PORT"] = str(self.profile.api_port)
             ports.append(self.profile.api_port)
-        return [sys.executable, "-m", SERVICES[name]], env, ports
+        return [sys.executable, "-m", SERVICES[service]], env, ports
 
     # ------------------------------------------------------------------------------ health
     def _healthy(self, name: str, require_metrics: bool = True) -> bool:
@@ -356,7 +423,7 @@ class Stack:
             return _http_ok(self.profile.api_url + "/health")
         if name == FAKE_LLM:
             return procs.port_open(self.profile.fake_llm_port)
-        if name in SERVICES:
+        if base_service(name) in SERVICES:
             return not require_metrics or procs.port_open(self.metrics_port(name))
         if name == "redis":
             return redis_local.ping(self.profile.redis_port)
@@ -400,7 +467,8 @@ class Stack:
                 time.sleep(0.2)
 
     def _running_services(self) -> list[str]:
-        return [n for n in [FAKE_LLM, *SERVICES] if self._pid(n) is not None]
+        names = [FAKE_LLM, *SERVICES, *self._extra_replicas()]
+        return [n for n in names if self._pid(n) is not None]
 
     # --------------------------------------------------------------------- single services
     def start_service(self, name: str, wait: bool = True, timeout: float = 90.0) -> int:
@@ -438,6 +506,33 @@ class Stack:
         self.stop_service(name)
         return self.start_service(name, timeout=timeout)
 
+    def scale(
+        self, service: str, count: int, *, sig: int = signal.SIGTERM, timeout: float = 90.0
+    ) -> list[str]:
+        """Run exactly `count` replicas of `service`: start the missing ones (numbers
+        1..count), stop those above with `sig` (SIGKILL is a crash; SIGTERM leaves the
+        group cleanly). Prometheus is told about the new set. Returns the running replicas.
+        """
+        parse_replicas(f"{service}={count}")  # validates both
+        running = self.replicas(service)
+        wanted = [replica_name(service, n) for n in range(1, count + 1)]
+        for name in [n for n in running if n not in wanted]:
+            if sig == signal.SIGKILL:
+                self.kill_service(name)
+            else:
+                self.stop_service(name, sig=sig)
+            log.info("%-12s stopped (%s)", name, signal.Signals(sig).name)
+        missing = [n for n in wanted if n not in running]
+        for name in missing:
+            self.start_service(name, wait=False)
+        if missing:
+            self.wait_healthy(missing, timeout=timeout)
+            for name in missing:
+                log.info("%-12s started (pid %s)", name, self._pid(name))
+        if self._pid(PROMETHEUS) is not None:
+            self._start_prometheus(self._read_env(), timeout)
+        return self.replicas(service)
+
     # ------------------------------------------------------------------------------- up/down
     def selected_services(self, services: bool | Iterable[str] = True) -> list[str]:
         """Which services `up` starts: all available, none, the given ones, or $VOC_SERVICES."""
@@ -453,12 +548,21 @@ class Stack:
             self._service_argv(name)  # raises a clear error for an unknown service
         return names
 
-    def up(self, services: bool | Iterable[str] = True, timeout: float = 120.0) -> UpResult:
+    def up(
+        self,
+        services: bool | Iterable[str] = True,
+        timeout: float = 120.0,
+        replicas: Mapping[str, int] | None = None,
+    ) -> UpResult:
         """Start (or reuse) everything and write stack.env. Idempotent.
 
-        `services`: True = every service with a __main__.py (or those named in $VOC_SERVICES,
-        comma-separated), False = none, or the names to start.
+        `services`: True = every service (or those named in $VOC_SERVICES, comma-separated),
+        False = none, or the names to start. `replicas` (default: $VOC_REPLICAS, e.g.
+        "insight=3") sets how many replicas of a started stage run; replicas already
+        running beyond that are left alone unless a count is given for their stage.
         """
+        if replicas is None:
+            replicas = parse_replicas(os.environ.get("VOC_REPLICAS", ""))
         begun = time.monotonic()
         result = UpResult(env={})
 
@@ -537,8 +641,20 @@ class Stack:
                 f'Load with: eval "$(voc env --profile {self.profile.name})"',
             )
 
-            names = ([FAKE_LLM] if use_fake else []) + self.selected_services(services)
+            selected = self.selected_services(services)
+            names = [FAKE_LLM] if use_fake else []
+            names += selected
+            names += [
+                replica_name(svc, n)
+                for svc, count in replicas.items()
+                if svc in selected
+                for n in range(2, count + 1)
+            ]
             self._launch(names, timeout, result)
+            for svc, count in replicas.items():
+                for name in self.replicas(svc)[count:]:
+                    self.stop_service(name)
+                    log.info("%-12s stopped (scaled to %d)", name, count)
 
             t0 = time.monotonic()
             _, started = self._start_prometheus(values, timeout)
@@ -627,7 +743,8 @@ class Stack:
         stopped: list[str] = []
         with self._locked():
             # Postgres: SIGINT is its "fast" shutdown (SIGTERM would wait for clients to leave).
-            order = [(n, signal.SIGTERM, 15.0) for n in [*reversed(SERVICES), FAKE_LLM]] + [
+            stages = [*self._extra_replicas(), *reversed(SERVICES), FAKE_LLM]
+            order = [(n, signal.SIGTERM, 15.0) for n in stages] + [
                 (PROMETHEUS, signal.SIGTERM, 30.0),
                 ("redis", signal.SIGTERM, 10.0),
                 ("postgres", signal.SIGINT, 30.0),
@@ -636,7 +753,7 @@ class Stack:
             plan = [(n, pid, sig, t) for n, sig, t in order if (pid := self._pid(n)) is not None]
             # Signal every service (and Prometheus) first, then wait: they stop in parallel.
             for name, pid, sig, _ in plan:
-                if name in SERVICES or name in (FAKE_LLM, PROMETHEUS):
+                if base_service(name) in SERVICES or name in (FAKE_LLM, PROMETHEUS):
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, sig)
             for name, pid, sig, timeout in plan:
@@ -685,7 +802,7 @@ class Stack:
         rows.append(
             ComponentStatus(FAKE_LLM, pid, pid is not None, p.fake_llm_port, p.fake_llm_url)
         )
-        for name in SERVICES:
+        for name in [*SERVICES, *self._extra_replicas()]:
             pid = self._pid(name)
             port = p.api_port if name == "api" else self.metrics_port(name)
             url = p.api_url if name == "api" else f"http://127.0.0.1:{port}/metrics"

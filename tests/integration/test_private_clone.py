@@ -45,7 +45,7 @@ def test_stack_comes_up_from_a_mode_700_clone(tmp_path_factory: pytest.TempPathF
     env["VOC_PORT_OFFSET"] = str(int(os.environ.get("VOC_PORT_OFFSET") or 0) + 500)
     voc = [sys.executable, "-m", "voc"]  # run from the clone's cwd: its own `voc` package
     try:
-        out = _run([*voc, "up", "--profile", "test"], clone, env, 600)
+        out = _run([*voc, "up", "--profile", "test", "--timeout", "300"], clone, env, 900)
         assert "test stack up" in out
         stack_env = (clone / ".voc-test" / "stack.env").read_text()
         assert str(clone) in stack_env

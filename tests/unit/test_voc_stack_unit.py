@@ -6,14 +6,13 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from voc import cli, procs
 from voc.profiles import METRICS_SLOTS, PROFILES
-from voc.stack import SERVICES, Stack
+from voc.stack import SERVICES, Stack, StackError, parse_replicas
 from voc.stackenv import parse_env_file
 
 
@@ -35,9 +34,15 @@ def test_spawned_child_is_tracked_and_stopped_by_pid(tmp_path: Path) -> None:
 
 
 def test_terminate_escalates_to_sigkill(tmp_path: Path) -> None:
-    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
-    pid = procs.spawn([sys.executable, "-c", code], env={}, log_path=tmp_path / "x.log")
-    time.sleep(0.5)  # let it install the handler
+    code = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "print('ignor' + 'ing', flush=True); time.sleep(60)"  # the log echoes argv: split it
+    )
+    log = tmp_path / "x.log"
+    pid = procs.spawn([sys.executable, "-c", code], env={}, log_path=log)
+    # Only once the handler is installed does SIGTERM get ignored (a slow machine may take
+    # seconds to start Python): wait for the child to say so.
+    assert procs.wait_until(lambda: "ignoring" in log.read_text(), timeout=60)
     assert procs.terminate(pid, timeout=0.5) is True
     assert not procs.is_alive(pid)
 
@@ -105,3 +110,18 @@ def test_cli_registers_core_commands() -> None:
     assert args.tenant == "acme"
     args = parser.parse_args(["init"])
     assert callable(args.func)
+
+
+def test_replica_counts_are_validated() -> None:
+    assert parse_replicas("insight=3, translate=2") == {"insight": 3, "translate": 2}
+    for bad in ("api=2", "insight", "insight=x", "insight=0", "insight=10"):
+        with pytest.raises(StackError):
+            parse_replicas(bad)
+
+
+def test_replicas_get_distinct_metrics_ports() -> None:
+    stack = Stack(profile="test")
+    names = ["api", "ingest", "learn", "translate", "insight", "theme", "report", "lag-exporter"]
+    ports = [stack.metrics_port(n) for n in names]
+    ports += [stack.metrics_port(f"{s}.{n}") for s in names[1:7] for n in range(2, 10)]
+    assert len(set(ports)) == len(ports)

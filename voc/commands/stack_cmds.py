@@ -6,11 +6,12 @@ import argparse
 import json
 import os
 import shlex
+import signal
 import sys
 from dataclasses import asdict
 
 from voc.commands import Subparsers, out, profile_parent, stack_of
-from voc.stack import SERVICES, StackError
+from voc.stack import SCALABLE, SERVICES, StackError, parse_replicas
 
 
 def register(subparsers: Subparsers) -> None:
@@ -28,8 +29,25 @@ def register(subparsers: Subparsers) -> None:
         metavar="NAMES",
         help="comma-separated services to start (default: all, or $VOC_SERVICES)",
     )
+    up.add_argument(
+        "--replicas",
+        metavar="STAGE=N,...",
+        help=f"replicas per stage, e.g. insight=3,translate=2 (stages: {', '.join(SCALABLE)}; "
+        "default $VOC_REPLICAS)",
+    )
     up.add_argument("--timeout", type=float, default=120.0, help="seconds to wait per step")
     up.set_defaults(func=cmd_up)
+
+    scale = subparsers.add_parser(
+        "scale", parents=common, help="run N replicas of stages of the running stack"
+    )
+    scale.add_argument("counts", metavar="STAGE=N[,STAGE=N...]", help="e.g. insight=3")
+    scale.add_argument(
+        "--kill",
+        action="store_true",
+        help="stop surplus replicas with SIGKILL (a crash) instead of SIGTERM",
+    )
+    scale.set_defaults(func=cmd_scale)
 
     down = subparsers.add_parser("down", parents=common, help="stop everything `up` started")
     down.add_argument("--purge", action="store_true", help="also delete the profile's data")
@@ -59,7 +77,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     services: bool | list[str] = not args.no_services
     if args.services and not args.no_services:
         services = [n.strip() for n in args.services.split(",") if n.strip()]
-    result = stack.up(services=services, timeout=args.timeout)
+    replicas = parse_replicas(args.replicas) if args.replicas else None
+    result = stack.up(services=services, timeout=args.timeout, replicas=replicas)
     env = result.env
     out(f"voc: {stack.profile.name} stack up in {result.seconds:.1f}s")
     out(f"  API:        {env.get('VOC_API_URL', '')}   (docs: /docs)")
@@ -70,6 +89,15 @@ def cmd_up(args: argparse.Namespace) -> int:
         out(f"  Prometheus: {env['VOC_PROMETHEUS_URL']}")
     out(f"  env:        {stack.env_file}")
     out(f'  shell:      eval "$(voc env --profile {stack.profile.name})"')
+    return 0
+
+
+def cmd_scale(args: argparse.Namespace) -> int:
+    stack = stack_of(args)
+    sig = signal.SIGKILL if args.kill else signal.SIGTERM
+    for service, count in parse_replicas(args.counts).items():
+        running = stack.scale(service, count, sig=sig)
+        out(f"voc: {service}: {len(running)} replica(s): {', '.join(running)}")
     return 0
 
 
