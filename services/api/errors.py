@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from .clients import KafkaUnavailable
+from .ratelimit import LimiterUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,11 @@ async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
     return _unavailable("the cache (Redis)")
 
 
+async def _limiter_down(request: Request, exc: Exception) -> JSONResponse:
+    # Writes fail closed while the limiter cannot count them (see ratelimit.WhenDown).
+    return _unavailable("the rate limiter (Redis)")
+
+
 async def _internal(request: Request, exc: Exception) -> JSONResponse:
     log.error(
         "unhandled error",
@@ -64,4 +70,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DBAPIError, _database_down)
     app.add_exception_handler(psycopg.OperationalError, _database_down)
     app.add_exception_handler(RedisError, _redis_down)
+    app.add_exception_handler(LimiterUnavailable, _limiter_down)
     app.add_exception_handler(Exception, _internal)
