@@ -77,7 +77,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     # Outermost last: metrics see every answer, including a 413 before routing.
     app.add_middleware(
         BodyLimitMiddleware,
-        routes=app.router.routes,
+        routes=[route for router in ROUTERS for route in router.routes],
         default_limit=settings.max_body_bytes,
         streamed={"upload_reviews": settings.max_upload_bytes},
     )

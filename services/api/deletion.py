@@ -84,7 +84,7 @@ async def purge_rows(conn: AsyncConnection, job_ids: Sequence[str]) -> dict[str,
             part = list(job_ids[start : start + IDS_PER_STATEMENT])
             result = await conn.execute(table.delete().where(table.c.job_id.in_(part)))
             deleted += max(0, result.rowcount or 0)
-        counts[table.name] = deleted
+        counts[str(table.name)] = deleted
     return counts
 
 
