@@ -70,7 +70,11 @@ def json_problem(value: Any, depth: int = 1) -> str | None:
             return None
         return "integers must fit in 64 bits (-2^63 .. 2^63-1)"
     if isinstance(value, float):
-        return None if math.isfinite(value) else "numbers must be finite (not NaN, Infinity, 1e999)"
+        # Postgres keeps JSON numbers as exact decimals: 1e62 comes back as a 63-digit
+        # integer, which no longer fits in 64 bits either.
+        if math.isfinite(value) and abs(value) < 2.0**63:
+            return None
+        return "numbers must be finite and within +-2^63 (not NaN, Infinity, 1e999)"
     if isinstance(value, dict):
         for key, item in value.items():
             problem = text_problem(str(key)) or json_problem(item, depth + 1)

@@ -199,6 +199,10 @@ async def test_invalid_content_length_is_400(api: Api) -> None:
             b'{"product": "p", "target_language": "en", "options": {"n": NaN}}',
             "numbers must be finite",
         ),
+        (
+            b'{"product": "p", "target_language": "en", "options": {"n": 1.5e62}}',
+            "numbers must be finite and within +-2^63",  # Postgres would return an integer
+        ),
         # NUL and lone surrogates, in values and keys
         (
             b'{"product": "p", "target_language": "en", "options": {"k\\u0000": 1}}',
