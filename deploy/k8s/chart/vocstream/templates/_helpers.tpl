@@ -76,21 +76,15 @@ receives a secret it does not use. Called with a dict: root, component.
 {{- define "vocstream.secretEnv" -}}
 {{- $root := .root -}}
 {{- $keys := required (printf "secrets.keys.%s is required" .component) (index $root.Values.secrets.keys .component) -}}
+{{- $secret := include "vocstream.secretName" $root -}}
+{{- $env := list -}}
 {{- range $keys.required }}
-- name: {{ . }}
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "vocstream.secretName" $root }}
-      key: {{ . }}
+{{- $env = append $env (dict "name" . "valueFrom" (dict "secretKeyRef" (dict "name" $secret "key" .))) }}
 {{- end }}
 {{- range $keys.optional }}
-- name: {{ . }}
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "vocstream.secretName" $root }}
-      key: {{ . }}
-      optional: true
+{{- $env = append $env (dict "name" . "valueFrom" (dict "secretKeyRef" (dict "name" $secret "key" . "optional" true))) }}
 {{- end }}
+{{- toYaml $env }}
 {{- end }}
 
 {{/* Pod-level settings shared by every Deployment and the init Job. */}}
