@@ -35,6 +35,9 @@ REPORT_READY = "report_ready"
 COMPLETED = "completed"
 FAILED = "failed"
 CANCELLED = "cancelled"
+# A tombstone: the job was deleted (API or retention), its data is gone, and stages skip
+# its records until Kafka's retention has removed them (shared.deletedjobs).
+DELETED = "deleted"
 FINAL_STATUSES = frozenset({COMPLETED, FAILED, CANCELLED})
 
 COUNT_KEYS = (

@@ -7,12 +7,45 @@ so they are masked whenever a settings object is printed or logged.
 
 from __future__ import annotations
 
+import os
+import re
+from collections.abc import Mapping
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Environment = Literal["dev", "test", "prod"]
+
+# The placeholder values of `.env.example`: a deployment that still has one was never
+# given its real secrets. Refused everywhere but in the dev profile.
+PLACEHOLDER_SECRETS = frozenset({"change-me", "changeme"})
+# Environment variables holding secrets, whatever settings class reads them.
+_SECRET_NAME = re.compile(r"(^|_)(URL|KEY|SECRET|TOKEN|PASSWORD)$")
+
+
+def _secret_parts(value: str) -> list[str]:
+    """The value itself, and the password of a URL (`postgresql://voc:PASSWORD@...`)."""
+    parts = [value]
+    if "://" in value:
+        try:
+            password = urlsplit(value).password
+        except ValueError:
+            password = None
+        if password:
+            parts.append(password)
+    return parts
+
+
+def placeholder_secrets(environ: Mapping[str, str]) -> list[str]:
+    """Names of the secret variables in `environ` that still hold a placeholder value."""
+    return sorted(
+        name
+        for name, value in environ.items()
+        if _SECRET_NAME.search(name)
+        and any(p.strip().lower() in PLACEHOLDER_SECRETS for p in _secret_parts(value))
+    )
 
 
 class KafkaSettings(BaseSettings):
@@ -104,3 +137,26 @@ class CommonSettings(BaseSettings):
     db: DatabaseSettings = Field(default_factory=DatabaseSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+
+    @model_validator(mode="after")
+    def _no_placeholder_secrets(self) -> CommonSettings:
+        """Refuse to start with `.env.example`'s placeholder secrets outside dev.
+
+        Every service process builds its CommonSettings first, so checking the secrets it
+        holds (the database and Redis URLs) and the process's secret variables (the LLM
+        key, the callback secret, ... read by other settings classes) here covers them all.
+        """
+        if self.runtime.env == "dev":
+            return self
+        held = {
+            "DATABASE_URL": self.db.url.get_secret_value(),
+            "REDIS_URL": self.redis.url.get_secret_value(),
+        }
+        bad = placeholder_secrets({**os.environ, **held})
+        if bad:
+            raise ValueError(
+                f"placeholder secret values ('change-me') in {', '.join(bad)} with "
+                f"VOC_ENV={self.runtime.env}: set real secrets (only VOC_ENV=dev accepts "
+                "placeholders)"
+            )
+        return self

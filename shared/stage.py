@@ -693,7 +693,10 @@ async def run_service(
     )
     pool = ConnectionPool(settings.db.libpq_url(), size=max(2, max_inflight + 1 + tiers))
     await pool.open()
-    handler = await build(settings, pool)
+    from shared.deletedjobs import DeletedJobs, SkipDeletedJobs  # imports this module
+
+    # Records of deleted jobs never reach a stage's handler (see shared.deletedjobs).
+    handler: StageHandler = SkipDeletedJobs(await build(settings, pool), DeletedJobs(pool))
     runners = [
         StageRunner(
             handler,

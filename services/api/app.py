@@ -14,9 +14,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from .clients import Clients
+from .deletion import Sweeper
 from .errors import install_error_handlers
 from .metrics import MetricsMiddleware
+from .middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
 from .routers import ROUTERS
+from .routers.health import ReadyProbe
 from .settings import ApiSettings
 
 log = logging.getLogger(__name__)
@@ -30,7 +33,10 @@ Submit customer reviews for analysis and follow them through the pipeline.
 3. `POST /v1/jobs/{job_id}/seal` says no more reviews will come.
 4. `GET /v1/jobs/{job_id}` shows progress per stage.
 
+5. `DELETE /v1/jobs/{job_id}` deletes the job and everything derived from it.
+
 Authenticate with `Authorization: Bearer <api key>`. Errors are `{"detail": ...}`.
+Request bodies other than uploads are limited to a few tens of KB (413 beyond).
 """
 
 
@@ -41,6 +47,9 @@ def create_app(settings: ApiSettings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         clients = Clients.open(settings)
         app.state.clients = clients
+        app.state.ready = ReadyProbe(clients)
+        sweeper = Sweeper(clients.engine, clients.status_cache, settings)
+        sweeper.start()
         log.info(
             "api started",
             extra={
@@ -52,6 +61,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         try:
             yield
         finally:
+            await sweeper.stop()
             await clients.close()
             log.info("api stopped")
 
@@ -64,5 +74,13 @@ def create_app(settings: ApiSettings) -> FastAPI:
     for router in ROUTERS:
         app.include_router(router)
     install_error_handlers(app)
+    # Outermost last: metrics see every answer, including a 413 before routing.
+    app.add_middleware(
+        BodyLimitMiddleware,
+        routes=[route for router in ROUTERS for route in router.routes],
+        default_limit=settings.max_body_bytes,
+        streamed={"upload_reviews": settings.max_upload_bytes},
+    )
+    app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(MetricsMiddleware)
     return app

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import (
 from shared.settings import KafkaSettings
 from shared.topics import REVIEWS_SUBMITTED
 
-from .auth import KeyCache
+from .auth import KeyCache, KeyChanges
 from .cache import StatusCache
 from .ratelimit import RateLimiter
 from .settings import ApiSettings
@@ -119,6 +119,7 @@ class Clients:
     redis: Redis
     kafka: EventProducer
     keys: KeyCache
+    key_changes: KeyChanges
     limiter: RateLimiter
     status_cache: StatusCache
 
@@ -142,14 +143,22 @@ class Clients:
         )
         kafka = EventProducer(settings.kafka)
         kafka.start()
+        keys = KeyCache(
+            ttl_s=settings.key_cache_ttl_s,
+            max_entries=settings.key_cache_entries,
+            max_unknown=settings.unknown_key_entries,
+        )
+        key_changes = KeyChanges(redis, keys)
+        key_changes.start()
         return cls(
             settings=settings,
             engine=engine,
             sessions=async_sessionmaker(engine, expire_on_commit=False),
             redis=redis,
             kafka=kafka,
-            keys=KeyCache(ttl_s=settings.key_cache_ttl_s),
-            limiter=RateLimiter(redis, settings.rate_limit_per_s, settings.rate_limit_burst),
+            keys=keys,
+            key_changes=key_changes,
+            limiter=RateLimiter(redis),
             status_cache=StatusCache(
                 redis, ttl_s=settings.status_ttl_s, final_ttl_s=settings.status_final_ttl_s
             ),
@@ -157,6 +166,7 @@ class Clients:
 
     async def close(self) -> None:
         """Release every connection."""
+        await self.key_changes.stop()
         await self.kafka.stop()
         await self.redis.aclose()
         await self.engine.dispose()

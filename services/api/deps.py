@@ -1,25 +1,71 @@
-"""Request dependencies: the clients, a database session and the authenticated tenant.
+"""Request dependencies: the clients, a database session, the authenticated tenant, and
+the one id check every route uses.
 
 Routes declare what they need with the `Annotated` aliases (`SessionDep`, `TenantDep`,
-...); nothing here is global, everything comes from the app's `Clients`.
+`JobId`, ...); nothing here is global, everything comes from the app's `Clients`.
+
+Authentication order (each step only if the previous one passed, so a stranger costs as
+little as possible): a token shaped like a key -> the in-process key cache -> on a miss,
+a token of the client address's key-lookup bucket, then one Postgres lookup -> a token of
+the tenant's bucket (shared by all its keys). What each bucket does while Redis is down is
+in `ratelimit`.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Path, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.auth import hash_key
+from shared.auth import KEY_SHAPE, hash_key
 
 from . import metrics, store
 from .auth import MAX_KEY_CHARS, Tenant
 from .clients import Clients
+from .ratelimit import WhenDown
 from .settings import ApiSettings
+
+# Every id the API hands out (jobs, insights, themes) is a UUID in its canonical lowercase
+# form; anything else is refused before it reaches SQL (a NUL byte, say, would be a 500).
+ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+ID_EXAMPLE = "0f8fad5b-d9cb-469f-a165-70867728950e"
+ID_RE = re.compile(ID_PATTERN)
+
+JobId = Annotated[
+    str,
+    Path(
+        pattern=ID_PATTERN,
+        max_length=36,
+        description="the job's id, as `POST /v1/jobs` returned it (a lowercase UUID)",
+        examples=[ID_EXAMPLE],
+    ),
+]
+ThemeIdQuery = Annotated[
+    str | None,
+    Query(
+        pattern=ID_PATTERN,
+        max_length=36,
+        description="only insights of this theme (an id from `/themes`)",
+    ),
+]
+# Free-text filters (dimension names): printable text only; NUL would be a 500 in SQL.
+SafeQueryText = Annotated[
+    str | None,
+    Query(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$", description="exact dimension name"),
+]
+# Methods whose tenant limit lets requests through while Redis is down.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def is_id(value: str) -> bool:
+    """Whether `value` has the shape of an id the API hands out."""
+    return ID_RE.fullmatch(value) is not None
+
 
 _bearer = HTTPBearer(auto_error=False, description="an API key: `Authorization: Bearer voc_...`")
 
@@ -58,31 +104,58 @@ def _unauthorized(message: str) -> HTTPException:
     )
 
 
+def _too_many(detail: str, wait: float) -> HTTPException:
+    metrics.RATE_LIMITED.inc()
+    return HTTPException(
+        status.HTTP_429_TOO_MANY_REQUESTS,
+        detail=detail,
+        headers={"Retry-After": str(max(1, math.ceil(wait)))},
+    )
+
+
 async def get_tenant(
+    request: Request,
     clients: ClientsDep,
     session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Tenant:
-    """Authenticate the API key and charge the key's rate limit (401 / 429)."""
+    """Authenticate the API key and charge the tenant's rate limit (401 / 429 / 503)."""
+    settings = clients.settings
     token = credentials.credentials.strip() if credentials is not None else ""
     if not token:
         raise _unauthorized("missing API key: send 'Authorization: Bearer <api key>'")
-    if len(token) > MAX_KEY_CHARS:
+    if len(token) > MAX_KEY_CHARS or not KEY_SHAPE.match(token):
         raise _unauthorized("invalid or revoked API key")
     key_hash = hash_key(token)
     hit, tenant_id = clients.keys.get(key_hash)
     if not hit:
-        tenant_id = await store.tenant_for_key(session, key_hash)
-        clients.keys.put(key_hash, tenant_id)
+        address = request.client.host if request.client is not None else "unknown"
+        wait = await clients.limiter.acquire(
+            f"lookup:{address}",
+            settings.key_lookups_per_s,
+            settings.key_lookups_burst,
+            WhenDown.LOCAL,
+        )
+        if wait > 0:
+            raise _too_many(
+                f"too many API key lookups from {address} "
+                f"(limit {settings.key_lookups_per_s:g}/s): check the key you send",
+                wait,
+            )
+        tenant_id, valid_for_s = await store.tenant_for_key(session, key_hash)
+        metrics.KEY_LOOKUPS.labels("known" if tenant_id is not None else "unknown").inc()
+        clients.keys.put(key_hash, tenant_id, valid_for_s)
     if tenant_id is None:
         raise _unauthorized("invalid or revoked API key")
-    wait = await clients.limiter.acquire(key_hash)
+    when_down = WhenDown.OPEN if request.method in SAFE_METHODS else WhenDown.CLOSED
+    wait = await clients.limiter.acquire(
+        f"tenant:{tenant_id}", settings.rate_limit_per_s, settings.rate_limit_burst, when_down
+    )
     if wait > 0:
-        metrics.RATE_LIMITED.inc()
-        raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS,
-            detail=f"rate limit of {clients.settings.rate_limit_per_s:g} requests/s exceeded",
-            headers={"Retry-After": str(max(1, math.ceil(wait)))},
+        raise _too_many(
+            f"rate limit of {settings.rate_limit_per_s:g} requests/s for tenant "
+            f"{tenant_id!r} exceeded (all its keys together)",
+            wait,
         )
     return Tenant(id=tenant_id, key_hash=key_hash)
 

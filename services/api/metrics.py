@@ -28,6 +28,27 @@ UPLOAD_ROWS = Counter(
 )
 UPLOAD_BYTES = Counter("vocstream_api_upload_bytes_total", "Bytes of upload bodies read")
 RATE_LIMITED = Counter("vocstream_api_rate_limited_total", "Requests refused with 429")
+KEY_LOOKUPS = Counter(
+    "vocstream_api_key_lookups_total",
+    "API keys looked up in Postgres (not answered by the key cache)",
+    ["result"],  # known | unknown
+)
+KEY_CHANGES = Counter(
+    "vocstream_api_key_changes_total", "Key revocations received over Redis pub/sub"
+)
+BODIES_REFUSED = Counter(
+    "vocstream_api_bodies_refused_total", "Request bodies refused with 413 before parsing"
+)
+READY_CHECKS = Counter(
+    "vocstream_api_ready_checks_total",
+    "Dependency checks run by /ready (answers in between come from its cache)",
+    ["check", "result"],
+)
+JOBS_DELETED = Counter(
+    "vocstream_api_jobs_deleted_total",
+    "Jobs deleted",
+    ["by"],  # api | retention
+)
 
 
 def record_upload(accepted: int, duplicates: int, rejected: int) -> None:

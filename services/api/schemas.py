@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any
 
@@ -9,6 +10,8 @@ import orjson
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
 
 MAX_OPTIONS_BYTES = 16 * 1024
+MAX_OPTIONS_DEPTH = 16
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 LANGUAGE_TAG = r"^[a-zA-Z]{2,3}([-_][a-zA-Z0-9]{2,8})*$"
 
 _JOB_EXAMPLE: dict[str, Any] = {
@@ -42,14 +45,49 @@ _JOB_EXAMPLE: dict[str, Any] = {
 }
 
 
-def _has_nul(value: Any) -> bool:
+def text_problem(value: str) -> str | None:
+    """Why Postgres could not store this text, or None (NUL bytes and lone surrogates,
+    which JSON's `\\u0000` and `\\ud800` escapes can carry, fail inside the driver)."""
+    if "\x00" in value:
+        return "must not contain NUL characters"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid Unicode text (no lone surrogates such as \\ud800)"
+    return None
+
+
+def json_problem(value: Any, depth: int = 1) -> str | None:
+    """Why a JSON value could not be stored and served back, or None."""
+    if depth > MAX_OPTIONS_DEPTH:
+        return f"must not nest deeper than {MAX_OPTIONS_DEPTH} levels"
     if isinstance(value, str):
-        return "\x00" in value
+        return text_problem(value)
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        if INT64_MIN <= value <= INT64_MAX:
+            return None
+        return "integers must fit in 64 bits (-2^63 .. 2^63-1)"
+    if isinstance(value, float):
+        # Postgres keeps JSON numbers as exact decimals: 1e62 comes back as a 63-digit
+        # integer, which no longer fits in 64 bits either.
+        if math.isfinite(value) and abs(value) < 2.0**63:
+            return None
+        return "numbers must be finite and within +-2^63 (not NaN, Infinity, 1e999)"
     if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+        for key, item in value.items():
+            problem = text_problem(str(key)) or json_problem(item, depth + 1)
+            if problem:
+                return problem
+        return None
     if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
+        for item in value:
+            problem = json_problem(item, depth + 1)
+            if problem:
+                return problem
+        return None
+    return f"unsupported value of type {type(value).__name__}"
 
 
 class JobCreate(BaseModel):
@@ -86,19 +124,21 @@ class JobCreate(BaseModel):
         value = value.strip()
         if not value:
             raise ValueError("must not be blank")
-        if "\x00" in value:
-            raise ValueError("must not contain NUL characters")
+        problem = text_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
 
     @field_validator("options")
     @classmethod
     def _options_storable(cls, value: dict[str, Any]) -> dict[str, Any]:
         # The document travels with the job: keep it small, and storable (Postgres JSONB
-        # refuses NUL characters).
+        # refuses NUL characters, orjson integers beyond 64 bits, JSON has no Infinity).
+        problem = json_problem(value)
+        if problem:
+            raise ValueError(problem)
         if len(orjson.dumps(value)) > MAX_OPTIONS_BYTES:
             raise ValueError(f"must be at most {MAX_OPTIONS_BYTES} bytes as JSON")
-        if _has_nul(value):
-            raise ValueError("must not contain NUL characters")
         return value
 
     @field_validator("target_language")
@@ -218,3 +258,20 @@ class ErrorPublic(BaseModel):
     """Every error answer."""
 
     detail: Any = Field(examples=["job not found"])
+
+
+class Retained(BaseModel):
+    """Something a deletion cannot remove at once."""
+
+    what: str
+    until: str = Field(description="when it is gone at the latest")
+    why: str
+
+
+class JobDeleted(BaseModel):
+    """The answer to a deletion: what went, and what stays for a while."""
+
+    id: str
+    status: str = Field(examples=["deleted"])
+    deleted: dict[str, int] = Field(description="rows deleted per table")
+    retained: list[Retained]

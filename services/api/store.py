@@ -1,7 +1,8 @@
 """The API's SQL: jobs, uploads and API keys, each a single statement (one round trip).
 
 Plain SQL through SQLAlchemy's `text()` keeps the hot paths (job creation, key lookup) to
-one small statement that psycopg prepares once per connection.
+one small statement that psycopg prepares once per connection. A deleted job's row stays
+as a tombstone (status `deleted`, see `deletion`): every read here treats it as absent.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.jobstatus import CREATED, RECEIVING, SEALED
+from shared.jobstatus import CREATED, DELETED, RECEIVING, SEALED
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,30 +51,35 @@ _JOB_COLUMNS = (
     "rejected, sealed_at, created_at"
 )
 
+# A key rotated with a grace period has a revocation time in the future: valid until then.
 _TENANT_FOR_KEY = text(
-    "SELECT tenant_id FROM api_keys WHERE key_hash = :key_hash AND revoked_at IS NULL"
+    "SELECT tenant_id, extract(epoch FROM revoked_at - now())::float8 FROM api_keys "
+    "WHERE key_hash = :key_hash AND (revoked_at IS NULL OR revoked_at > now())"
 )
 _INSERT_JOB = text(
     "INSERT INTO jobs (id, tenant_id, product, target_language, callback_url, options) "
     "VALUES (:id, :tenant_id, :product, :target_language, :callback_url, :options) "
     f"RETURNING {_JOB_COLUMNS}"
 ).bindparams(bindparam("options", type_=JSONB))
-_GET_JOB = text(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = :id AND tenant_id = :tenant_id")
+_LIVE = f"status <> '{DELETED}'"
+_GET_JOB = text(
+    f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = :id AND tenant_id = :tenant_id AND {_LIVE}"
+)
 _LIST_JOBS = text(
-    f"SELECT {_JOB_COLUMNS} FROM jobs WHERE tenant_id = :tenant_id "
+    f"SELECT {_JOB_COLUMNS} FROM jobs WHERE tenant_id = :tenant_id AND {_LIVE} "
     "ORDER BY created_at DESC, id DESC LIMIT :limit"
 )
 _LIST_JOBS_AFTER = text(
-    f"SELECT {_JOB_COLUMNS} FROM jobs WHERE tenant_id = :tenant_id "
+    f"SELECT {_JOB_COLUMNS} FROM jobs WHERE tenant_id = :tenant_id AND {_LIVE} "
     "AND (created_at, id) < (:created_at, :id) "
     "ORDER BY created_at DESC, id DESC LIMIT :limit"
 )
-_COUNT_JOBS = text("SELECT count(*) FROM jobs WHERE tenant_id = :tenant_id")
+_COUNT_JOBS = text(f"SELECT count(*) FROM jobs WHERE tenant_id = :tenant_id AND {_LIVE}")
 _SEAL_JOB = text(
     "UPDATE jobs SET sealed_at = coalesce(sealed_at, now()), "
     f"status = CASE WHEN status IN ('{CREATED}', '{RECEIVING}') THEN '{SEALED}' ELSE status END, "
     "updated_at = now() "
-    f"WHERE id = :id AND tenant_id = :tenant_id RETURNING {_JOB_COLUMNS}"
+    f"WHERE id = :id AND tenant_id = :tenant_id AND {_LIVE} RETURNING {_JOB_COLUMNS}"
 )
 _FIND_UPLOAD = text(
     "SELECT id, rows, accepted, duplicates, rejected FROM uploads "
@@ -89,7 +95,7 @@ _RECORD_UPLOAD = text(
     "UPDATE jobs SET submitted = submitted + :accepted, rejected = rejected + :rejected, "
     f"status = CASE WHEN status = '{CREATED}' THEN '{RECEIVING}' ELSE status END, "
     "updated_at = now() "
-    "WHERE id = :job_id AND EXISTS (SELECT 1 FROM up) RETURNING id"
+    f"WHERE id = :job_id AND {_LIVE} AND EXISTS (SELECT 1 FROM up) RETURNING id"
 )
 
 
@@ -97,11 +103,14 @@ def _job(row: Any) -> JobRow:
     return JobRow(*row)
 
 
-async def tenant_for_key(session: AsyncSession, key_hash: str) -> str | None:
-    """The tenant owning a (not revoked) key, else None."""
+async def tenant_for_key(session: AsyncSession, key_hash: str) -> tuple[str | None, float | None]:
+    """The tenant owning a (not revoked) key, else None; and the seconds until the key's
+    scheduled revocation (None: none scheduled)."""
     result = await session.execute(_TENANT_FOR_KEY, {"key_hash": key_hash})
-    tenant: str | None = result.scalar_one_or_none()
-    return tenant
+    row = result.one_or_none()
+    if row is None:
+        return None, None
+    return str(row[0]), None if row[1] is None else float(row[1])
 
 
 async def insert_job(

@@ -19,7 +19,7 @@ ReportStatus = Literal["report_ready", "completed"]
 _RANK: dict[str | None, int] = {None: 0, "report_ready": 1, "completed": 2}
 # Job statuses the report stage leaves alone (set by the API or an operator; a job being
 # replayed by `voc replay job` is finalised only once the replay has passed every stage).
-INACTIVE_JOB_STATUSES = frozenset({"failed", "cancelled", "reprocessing"})
+INACTIVE_JOB_STATUSES = frozenset({"failed", "cancelled", "reprocessing", "deleted"})
 REPLAYED = "replayed"  # set by `voc replay job` when the replay is through: rebuild once
 
 

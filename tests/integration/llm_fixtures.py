@@ -25,6 +25,7 @@ import pytest
 
 from shared.llm.settings import LLMSettings
 from voc.fake_llm import launch
+from voc.fake_llm.admin import admin_headers
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 ROOT = Path(__file__).resolve().parents[2]
@@ -110,7 +111,9 @@ class FakeLLM:
 
     def configure(self, **changes: Any) -> dict[str, Any]:
         """`POST /admin/config`."""
-        r = httpx.post(self.url + "/admin/config", json=changes, timeout=10)
+        r = httpx.post(
+            self.url + "/admin/config", json=changes, headers=admin_headers(), timeout=10
+        )
         r.raise_for_status()
         return dict(r.json())
 
@@ -137,7 +140,9 @@ class FakeLLM:
             fault_match=None,
             hang_s=600,
         )
-        httpx.post(self.url + "/stats/reset", timeout=10).raise_for_status()
+        httpx.post(
+            self.url + "/stats/reset", headers=admin_headers(), timeout=10
+        ).raise_for_status()
 
 
 def start_fake_llm(*args: str) -> FakeLLM:

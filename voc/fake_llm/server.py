@@ -5,7 +5,8 @@ Routes:
   input), the input is the first user message that parses as a JSON object, the answer
   is `voc.fake_llm.answers`' for that stage. Returns `usage` and `x-ratelimit-*` headers.
 - `GET /v1/models`, `GET /health`
-- `GET|POST /admin/config`: read or change the config on a running server
+- `GET|POST /admin/config`: read or change the config on a running server (and
+  `POST /stats/reset`): only with the admin token, or from loopback (`admin.py`)
 - `GET /stats` (add `?arrivals=1` for the arrival times and those of the 429s, on the
   machine's monotonic clock), `POST /stats/reset`
 - `GET /metrics`: Prometheus text
@@ -34,6 +35,7 @@ import orjson
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import ValidationError
 
+from voc.fake_llm.admin import ADMIN_PATHS, AdminGuard
 from voc.fake_llm.answers import answer, drop_one_item, guess_stage, paraphrase_quotes
 from voc.fake_llm.config import FakeConfig
 
@@ -145,8 +147,9 @@ class Stats:
 class FakeLLMApp:
     """The ASGI application."""
 
-    def __init__(self, config: FakeConfig) -> None:
+    def __init__(self, config: FakeConfig, admin: AdminGuard | None = None) -> None:
         self.config = config
+        self.admin = admin or AdminGuard.from_env()
         self.stats = Stats()
         self.rng = random.Random(config.seed)
         self.bucket: TokenBucket | None = None
@@ -179,6 +182,9 @@ class FakeLLMApp:
             return
         method, path = scope["method"], scope["path"]
         body = await _read_body(receive)
+        if path in ADMIN_PATHS and not self.admin.allows(scope):
+            await _respond(send, 403, {"error": {"message": "admin routes need the admin token"}})
+            return
         if path == "/v1/chat/completions" and method == "POST":
             await self.chat(scope, body, receive, send)
         elif path in ("/v1/models", "/models") and method == "GET":

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from sqlalchemy import text
 
 from .. import metrics
 from ..clients import Clients
-from ..deps import ClientsDep
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["operations"])
 
@@ -44,14 +47,48 @@ CHECKS: dict[str, Callable[[Clients], Awaitable[None]]] = {
 }
 
 
-async def _run(name: str, clients: Clients) -> tuple[str, str]:
-    try:
-        await asyncio.wait_for(CHECKS[name](clients), clients.settings.ready_timeout_s)
-    except TimeoutError:
-        return name, "timeout"
-    except Exception as exc:
-        return name, f"{type(exc).__name__}: {exc}"[:300]
-    return name, "ok"
+class ReadyProbe:
+    """The dependency checks behind `/ready`, run at most once per `ready_cache_s`.
+
+    Concurrent callers share one run (probes and scanners hitting `/ready` cost Postgres,
+    Kafka and Redis one check each per period, whatever their number). Answers carry only
+    ok / failed / timeout per dependency; what failed and why is logged, never sent.
+    """
+
+    def __init__(self, clients: Clients) -> None:
+        self.clients = clients
+        self._checked_at = -float("inf")
+        self._results: dict[str, str] = {}
+        self._lock = asyncio.Lock()
+
+    async def results(self) -> dict[str, str]:
+        """The latest check results, refreshed if older than the cache period."""
+        ttl = self.clients.settings.ready_cache_s
+        if time.monotonic() - self._checked_at < ttl:
+            return self._results
+        async with self._lock:
+            if time.monotonic() - self._checked_at >= ttl:  # nobody refreshed meanwhile
+                self._results = dict(await asyncio.gather(*(self._run(n) for n in CHECKS)))
+                self._checked_at = time.monotonic()
+        return self._results
+
+    async def _run(self, name: str) -> tuple[str, str]:
+        try:
+            await asyncio.wait_for(
+                CHECKS[name](self.clients), self.clients.settings.ready_timeout_s
+            )
+        except TimeoutError:
+            result = "timeout"
+        except Exception as exc:  # any failure means "not ready"; its text stays in the log
+            log.warning(
+                "readiness check failed",
+                extra={"check": name, "error": f"{type(exc).__name__}: {exc}"[:300]},
+            )
+            result = "failed"
+        else:
+            result = "ok"
+        metrics.READY_CHECKS.labels(name, result).inc()
+        return name, result
 
 
 @router.get(
@@ -59,9 +96,10 @@ async def _run(name: str, clients: Clients) -> tuple[str, str]:
     summary="Readiness: Kafka, Postgres and Redis answer",
     responses={503: {"description": "a dependency failed; `checks` says which"}},
 )
-async def ready(clients: ClientsDep) -> Response:
+async def ready(request: Request) -> Response:
     """200 when every dependency answers, else 503 naming the ones that did not."""
-    results = dict(await asyncio.gather(*(_run(name, clients) for name in CHECKS)))
+    probe: ReadyProbe = request.app.state.ready
+    results = await probe.results()
     failed = [name for name, result in results.items() if result != "ok"]
     body: dict[str, Any] = {"status": "ready" if not failed else "not ready", "checks": results}
     if failed:

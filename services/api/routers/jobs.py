@@ -1,10 +1,9 @@
-"""`/v1/jobs`: create, list, read and seal analysis jobs."""
+"""`/v1/jobs`: create, list, read, seal and delete analysis jobs."""
 
 from __future__ import annotations
 
 import base64
 import binascii
-import re
 import uuid
 from datetime import datetime
 from typing import Annotated, Any
@@ -14,8 +13,10 @@ from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.responses import Response
 
 from .. import store
-from ..deps import ClientsDep, SessionDep, TenantDep
-from ..schemas import ErrorPublic, JobCreate, JobPublic, JobsPublic
+from ..deletion import delete_job as delete_job_rows
+from ..deletion import retained
+from ..deps import ClientsDep, JobId, SessionDep, TenantDep, is_id
+from ..schemas import ErrorPublic, JobCreate, JobDeleted, JobPublic, JobsPublic
 from ..status import load_job_document, new_job_document, read_job, render, utc
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -27,19 +28,11 @@ AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorPublic, "description": "no such job for this tenant"}
 }
-MAX_JOB_ID = 36
-# Job ids are UUIDs; anything else cannot exist (and must not reach SQL as, say, a NUL).
-JOB_ID = re.compile(rf"[0-9A-Za-z_-]{{1,{MAX_JOB_ID}}}")
 
 
 def json_response(body: bytes, status_code: int = 200) -> Response:
     """A response with pre-rendered JSON."""
     return Response(body, status_code=status_code, media_type="application/json")
-
-
-def is_job_id(job_id: str) -> bool:
-    """Whether `job_id` has the shape of a job id (else the answer is 404 at once)."""
-    return JOB_ID.fullmatch(job_id) is not None
 
 
 def job_not_found() -> HTTPException:
@@ -59,7 +52,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created_at, job_id = orjson.loads(raw)
         position = (datetime.fromisoformat(created_at), job_id)
-        if not isinstance(job_id, str) or not is_job_id(job_id):
+        if not isinstance(job_id, str) or not is_id(job_id):
             raise ValueError("not a job id")
     except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
         raise HTTPException(
@@ -135,11 +128,9 @@ async def list_jobs(
     summary="Read a job's status and progress",
 )
 async def get_job(
-    job_id: str, tenant: TenantDep, session: SessionDep, clients: ClientsDep
+    job_id: JobId, tenant: TenantDep, session: SessionDep, clients: ClientsDep
 ) -> Response:
     """The job with counts per stage and overall progress (served from a short cache)."""
-    if not is_job_id(job_id):
-        raise job_not_found()
     body = await read_job(session, clients.status_cache, tenant.id, job_id)
     if body is None:
         raise job_not_found()
@@ -153,11 +144,9 @@ async def get_job(
     summary="Seal a job: no more uploads",
 )
 async def seal_job(
-    job_id: str, tenant: TenantDep, session: SessionDep, clients: ClientsDep
+    job_id: JobId, tenant: TenantDep, session: SessionDep, clients: ClientsDep
 ) -> Response:
     """Mark the job complete on the client side (idempotent); uploads then answer 409."""
-    if not is_job_id(job_id):
-        raise job_not_found()
     job = await store.seal_job(session, job_id, tenant.id)
     if job is None:
         raise job_not_found()
@@ -166,3 +155,28 @@ async def seal_job(
     body = render(document)
     await clients.status_cache.invalidate(tenant.id, job_id)
     return json_response(body)
+
+
+@router.delete(
+    "/{job_id}",
+    response_model=JobDeleted,
+    responses=AUTH_ERRORS | NOT_FOUND,
+    summary="Delete a job and everything derived from it",
+)
+async def delete_job(
+    job_id: JobId, tenant: TenantDep, session: SessionDep, clients: ClientsDep
+) -> Response:
+    """Delete the job's reviews, results, report, dead letters and cached status at once;
+    a job being processed stops (its remaining records are skipped by every stage). The
+    answer says what cannot be removed at once and until when it stays."""
+    conn = await session.connection()
+    counts = await delete_job_rows(conn, clients.status_cache, tenant.id, job_id)
+    if counts is None:
+        raise job_not_found()
+    body = {
+        "id": job_id,
+        "status": "deleted",
+        "deleted": counts,
+        "retained": retained(clients.settings.kafka.retention_days),
+    }
+    return json_response(orjson.dumps(body))

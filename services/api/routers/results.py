@@ -27,13 +27,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.report.html import render_report_html
 
 from .. import store
-from ..deps import SessionDep, TenantDep
+from ..deps import JobId, SafeQueryText, SessionDep, TenantDep, ThemeIdQuery, is_id
+from ..middleware import REPORT_CSP
 from ..schemas import ErrorPublic
-from .jobs import AUTH_ERRORS, MAX_JOB_ID, NOT_FOUND, job_not_found, json_response
+from .jobs import AUTH_ERRORS, NOT_FOUND, job_not_found, json_response
 
 router = APIRouter(prefix="/v1/jobs", tags=["results"])
 
 RETRY_AFTER_S = 5
+# A themes cursor is an offset: beyond this there are no themes (and bigint stays far off).
+MAX_THEME_OFFSET = 1_000_000
+# The page runs no script at all: nothing injected into a report can execute.
+REPORT_HEADERS = {"Content-Security-Policy": REPORT_CSP}
 PENDING: dict[int | str, dict[str, Any]] = {
     202: {"model": None, "description": "the job exists but its report is not ready yet"}
 }
@@ -150,8 +155,6 @@ class ThemesPublic(BaseModel):
 
 
 async def _job_or_404(session: AsyncSession, job_id: str, tenant_id: str) -> store.JobRow:
-    if len(job_id) > MAX_JOB_ID:
-        raise job_not_found()
     job = await store.get_job(session, job_id, tenant_id)
     if job is None:
         raise job_not_found()
@@ -190,12 +193,30 @@ def _uncursor(cursor: str | None) -> str | None:
         raise _bad_cursor() from None
 
 
+def _insight_after(cursor: str | None) -> str | None:
+    """The insight id an insights cursor points after (an id, or 422)."""
+    after = _uncursor(cursor)
+    if after is not None and not is_id(after):
+        raise _bad_cursor()
+    return after
+
+
+def _theme_offset(cursor: str | None) -> int:
+    """The offset a themes cursor stands for (0 to MAX_THEME_OFFSET, or 422)."""
+    raw = _uncursor(cursor)
+    if raw is None:
+        return 0
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 7 or int(raw) > MAX_THEME_OFFSET:
+        raise _bad_cursor()
+    return int(raw)
+
+
 @router.get(
     "/{job_id}/report",
     responses=AUTH_ERRORS | NOT_FOUND | PENDING,
     summary="Read a job's report (JSON)",
 )
-async def get_report(job_id: str, tenant: TenantDep, session: SessionDep) -> Response:
+async def get_report(job_id: JobId, tenant: TenantDep, session: SessionDep) -> Response:
     """The report document; 202 with the job's status while it is not ready yet."""
     job = await _job_or_404(session, job_id, tenant.id)
     body = await _report_json(session, job.id)
@@ -222,7 +243,7 @@ async def get_report(job_id: str, tenant: TenantDep, session: SessionDep) -> Res
     },
     summary="Read a job's report as a web page",
 )
-async def get_report_html(job_id: str, tenant: TenantDep, session: SessionDep) -> HTMLResponse:
+async def get_report_html(job_id: JobId, tenant: TenantDep, session: SessionDep) -> HTMLResponse:
     """A self-contained page with charts (no external JS or CSS)."""
     job = await _job_or_404(session, job_id, tenant.id)
     body = await _report_json(session, job.id)
@@ -235,9 +256,11 @@ async def get_report_html(job_id: str, tenant: TenantDep, session: SessionDep) -
             "This page reloads itself.</p></body></html>"
         )
         return HTMLResponse(
-            page, status_code=status.HTTP_202_ACCEPTED, headers={"Retry-After": str(RETRY_AFTER_S)}
+            page,
+            status_code=status.HTTP_202_ACCEPTED,
+            headers={"Retry-After": str(RETRY_AFTER_S), **REPORT_HEADERS},
         )
-    return HTMLResponse(render_report_html(orjson.loads(body)))
+    return HTMLResponse(render_report_html(orjson.loads(body)), headers=REPORT_HEADERS)
 
 
 @router.get(
@@ -247,12 +270,12 @@ async def get_report_html(job_id: str, tenant: TenantDep, session: SessionDep) -
     summary="List a job's insights",
 )
 async def list_insights(
-    job_id: str,
+    job_id: JobId,
     tenant: TenantDep,
     session: SessionDep,
-    dimension: Annotated[str | None, Query(max_length=200)] = None,
+    dimension: SafeQueryText = None,
     sentiment: Literal["positive", "negative", "neutral"] | None = None,
-    theme_id: Annotated[str | None, Query(max_length=36)] = None,
+    theme_id: ThemeIdQuery = None,
     limit: Annotated[int, Query(ge=1, le=500, description="insights per page")] = 100,
     cursor: Annotated[
         str | None, Query(max_length=200, description="'next' of the previous page")
@@ -266,7 +289,7 @@ async def list_insights(
         "sentiment": sentiment,
         "theme_id": theme_id,
     }
-    after = _uncursor(cursor)
+    after = _insight_after(cursor)
     rows = (await session.execute(_INSIGHTS, {**filters, "after": after, "limit": limit + 1})).all()
     total = (await session.execute(_INSIGHTS_COUNT, filters)).scalar_one()
     page = rows[:limit]
@@ -297,10 +320,10 @@ async def list_insights(
     summary="List a job's themes, largest first",
 )
 async def list_themes(
-    job_id: str,
+    job_id: JobId,
     tenant: TenantDep,
     session: SessionDep,
-    dimension: Annotated[str | None, Query(max_length=200)] = None,
+    dimension: SafeQueryText = None,
     limit: Annotated[int, Query(ge=1, le=200, description="themes per page")] = 50,
     cursor: Annotated[
         str | None, Query(max_length=200, description="'next' of the previous page")
@@ -308,13 +331,7 @@ async def list_themes(
 ) -> Response:
     """Themes by size (insights), with their sentiment mix and mean score."""
     job = await _job_or_404(session, job_id, tenant.id)
-    raw = _uncursor(cursor)
-    try:
-        offset = int(raw) if raw is not None else 0
-    except ValueError:
-        raise _bad_cursor() from None
-    if offset < 0:
-        raise _bad_cursor()
+    offset = _theme_offset(cursor)
     rows = (
         await session.execute(
             _THEMES, {"job_id": job.id, "dimension": dimension, "offset": offset, "limit": limit}

@@ -20,12 +20,12 @@ from starlette.requests import ClientDisconnect
 from shared.topics import REVIEWS_SUBMITTED
 
 from .. import metrics, store
-from ..deps import ClientsDep, SessionDep, TenantDep
+from ..deps import ClientsDep, JobId, SessionDep, TenantDep
 from ..schemas import ErrorPublic, UploadPublic
 from ..upload.chunks import ChunkBuilder, UploadSummary
 from ..upload.parsing import UnsupportedMediaType, UploadFormatError, body_format, make_parser
 from ..upload.stream import KafkaChunkSink, PayloadTooLarge, stream_upload
-from .jobs import AUTH_ERRORS, NOT_FOUND, is_job_id, job_not_found, json_response
+from .jobs import AUTH_ERRORS, NOT_FOUND, job_not_found, json_response
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ def _content_length(request: Request, limit: int) -> None:
     summary="Upload reviews to a job",
 )
 async def upload_reviews(
-    job_id: str,
+    job_id: JobId,
     request: Request,
     tenant: TenantDep,
     session: SessionDep,
@@ -152,8 +152,6 @@ async def upload_reviews(
 ) -> Response:
     """Stream reviews into the job; bad rows are listed, good rows go through."""
     settings = clients.settings
-    if not is_job_id(job_id):
-        raise job_not_found()
     job = await store.get_job(session, job_id, tenant.id)
     if job is None:
         raise job_not_found()

@@ -62,12 +62,29 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
-{{/* Environment every vocstream container gets: ConfigMap + Secret. */}}
+{{/* Environment every vocstream container gets: the ConfigMap. Secrets are not loaded
+whole: each component gets only its own keys (vocstream.secretEnv). */}}
 {{- define "vocstream.envFrom" -}}
 - configMapRef:
     name: {{ include "vocstream.fullname" . }}-config
-- secretRef:
-    name: {{ include "vocstream.secretName" . }}
+{{- end }}
+
+{{/*
+The Secret keys one component needs, as env entries (secrets.keys.<component>): a pod never
+receives a secret it does not use. Called with a dict: root, component.
+*/}}
+{{- define "vocstream.secretEnv" -}}
+{{- $root := .root -}}
+{{- $keys := required (printf "secrets.keys.%s is required" .component) (index $root.Values.secrets.keys .component) -}}
+{{- $secret := include "vocstream.secretName" $root -}}
+{{- $env := list -}}
+{{- range $keys.required }}
+{{- $env = append $env (dict "name" . "valueFrom" (dict "secretKeyRef" (dict "name" $secret "key" .))) }}
+{{- end }}
+{{- range $keys.optional }}
+{{- $env = append $env (dict "name" . "valueFrom" (dict "secretKeyRef" (dict "name" $secret "key" . "optional" true))) }}
+{{- end }}
+{{- toYaml $env }}
 {{- end }}
 
 {{/* Pod-level settings shared by every Deployment and the init Job. */}}
