@@ -60,7 +60,9 @@ EN = LexiconSpec(
     +1.5 good nice comfortable pretty cute useful helpful handy convenient bargain
     +1.5 works_well worked_well working_well holds_up effective easy_to_use perfect_fit
     +1.5 as_described as_advertised as_pictured exactly_what likes liked like_it like_them
-    +1.5 i_like we_like really_like smooth secure sleek thank thanks
+    +1.5 i_like we_like really_like smooth secure sleek thank thanks funny interesting
+    +1.5 intriguing sweet as_expected undamaged well_packed fluffy
+    +2 exciting entertaining fascinating well_done can't_get_enough cannot_get_enough
     +1 solid easy fine worth affordable inexpensive cool accurate crisp clear fresh gentle
     +1 efficient promptly quick fast quickly sharp strong warm snug lightweight quiet
     +1 well_worth pleasant decent arrived_on_time on_time protect* nicely properly
@@ -87,7 +89,9 @@ EN = LexiconSpec(
     -1.5 problem problems issue issues annoying annoyed sadly unfortunately mess
     -1.5 skips skipped skipping glitch glitches laggy buggy missing scratched dirty
     -1.5 tasteless hurts hurt crooked wobbly unstable inaccurate lied lying lies
-    -1.5 confusing smells smelled smelly noisy weak lacks lacking lack stuck
+    -1.5 confusing smells smelled smelly noisy weak lacks lacking lack stuck messy blurry
+    -1.5 crackles crackling gone_out tangled run_small run_large ran_small
+    -2 drives_me_insane flop
     -1 difficult hard_to impossible complicated fragile mistake wrong late slow
     -1 disconnect thin loose barely meh bland bitter burnt rust leak crack
     -1 scratches stain stains stained fading faded peeling peeled ignored
@@ -128,6 +132,9 @@ DE = LexiconSpec(
     +2 schöner schönes besten beste bester bestes praktisch praktische bequem bequeme
     +2 angenehm angenehme hübsch süß niedlich edel stylisch danke dankeschön
     +1.5 nützlich hilfreich wirksam solide besser gelungen wieder_kaufen passt_perfekt
+    +1.5 schick sinnvoll sinnvolle schmackhaft spannend spannende nett wie_beschrieben
+    +2 genau_wie_beschrieben
+    +1 unbeschädigt aromatisch strahlt gerechtfertigt
     +1.5 preiswert günstig günstige sauber ordentlich schnelle schnell zügig pünktlich
     +1 hilft geholfen funktioniert funktionierte funktionieren passend gerne wert weich
     +0.5 klar leicht brauchbar okay ok in_ordnung
@@ -143,7 +150,11 @@ DE = LexiconSpec(
     -2 schlecht schlechte schlechter schlechten schlechtes beschädigt zerbrochen
     -2 abgebrochen gebrochen gerissen retoure reklamation reklamiert fehlerhaft
     -2 irreführend ausgefallen versagt undicht unbequem stinkt gestank verrostet
-    -2 plagiat misslungen ärger ärgern geärgert
+    -2 plagiat misslungen ärger ärgern geärgert schlimm flop wackelkontakt nur_bedingt
+    -2.5 betrieb_eingestellt
+    -1.5 loch löcher abgesplittert unglaubwürdig mangel störend unmöglich anstrengend
+    -1.5 unzureichend
+    -1 abzug rutscht hartnäckig zurück
     -1.5 billig billige billigen
     -1.5 leider schade problem probleme problematisch falsch falsche falschen fehlt
     -1.5 fehlen fehlten fehlende instabil wackelig wacklig unangenehm umständlich nervig
@@ -186,7 +197,9 @@ ES = LexiconSpec(
     +2 funciona_bien funciona_perfectamente cumple cumplidor gracias
     +1.5 útil útiles mejor correcto correcta correctamente buen_precio rico rica
     +1.5 rápido rápida rápidos rápidamente como_se_describe tal_como_se_describe
-    +1.5 conforme fácil sólido sólida económico económica
+    +1.5 conforme fácil sólido sólida económico económica alivia supera compensa
+    +2 sencillísimo a_la_perfección perfección repito repetiré
+    +1 sencillo sencilla exactos exacto intacta intacto coincide repetir
     +1 bien funciona funcionan aceptable decente barato barata baratos suave merece
     +1 calidad_precio relación_calidad_precio
     +0.3 ok vale
@@ -205,7 +218,9 @@ ES = LexiconSpec(
     -1.5 sucio sucia rayado rayada molesto molesta incorrecto incorrecta equivocado
     -1.5 equivocada retraso ni_fu_ni_fa regular frágil frágiles
     -1 difícil complicado complicada caro caros error errores tarde
-    -1 manchas mancha justito triste olor huele rayas
+    -1 manchas mancha justito triste olor huele rayas ojalá
+    -2 cabreada cabreado baja_calidad esperaba_otra_cosa
+    -1.5 falta queja pega imposible deteriora se_cae desconecta*
     """,
     negators="no nunca jamás nada ni tampoco sin ningún ninguna ninguno nadie apenas poco",
     intensifiers="""
@@ -223,7 +238,7 @@ FR = LexiconSpec(
     words="""
     +3 excellent excellente excellents parfait parfaite parfaits parfaites parfaitement
     +3 génial géniale géniaux magnifique magnifiques superbe superbes merveilleux
-    +3 merveilleuse formidable fantastique adore adorée j'adore ravi ravie ravis
+    +3 merveilleuse formidable fantastique ador* j'adore ravi ravie ravis
     +3 ravies je_recommande à_recommander au_top nickel impeccable impeccables
     +3 rien_à_dire rien_à_redire cinq_étoiles 5_étoiles
     +2.5 recommande recommandée recommander top super incroyable bluffant
@@ -235,7 +250,9 @@ FR = LexiconSpec(
     +2 aucun_problème fonctionne_bien fonctionne_parfaitement marche_bien sympa
     +2 mignon mignonne fait_le_job fait_l'affaire réussi réussie plaisir bon_rapport
     +1.5 meilleur meilleure utile utiles satisfaisant rapide rapides rapidement
-    +1.5 pas_cher pas_chère merci doux douce
+    +1.5 pas_cher pas_chère merci doux douce stylé stylée stylés stylées sympathique
+    +1.5 esthétique bien_fini silencieux conseille
+    +1 léger légère légers légères gentil gentille
     +1 bien facile facilement fonctionne fonctionnent correct correcte correctement
     +1 pas_mal ok rapport_qualité_prix qualité_prix marche
     -3 nul nulle nuls horrible horribles affreux affreuse catastrophique catastrophe
@@ -252,9 +269,12 @@ FR = LexiconSpec(
     -1.5 rayé rayée rayures manque manquant manquante manquants faux fausse
     -1.5 terrible saute sautent sautes coupures se_coupe se_coupent décroche
     -1 difficile compliqué compliquée lent lente lents en_retard retard moyen moyenne
-    -1 cher chère chers odeur taches petit_pour
+    -1 cher chère chers odeur taches
+    -3 pourriture
+    -2.5 déconseille hs hors_service non_recommandé non_recommandée
+    -1.5 tant_pis salissant
     """,
-    negators="ne n' pas jamais rien aucun aucune sans ni guère peu",
+    negators="ne n' pas jamais rien aucun aucune sans ni guère peu non",
     intensifiers="""
     1.4 très vraiment tellement extrêmement hyper totalement complètement vachement
     1.4 super_bien franchement
@@ -274,21 +294,29 @@ JA = LexiconSpec(
     +3 買って良かった 星5 星五つ 満点 大正解
     +2.5 満足 気に入 おすすめ オススメ お勧め お薦め 素敵 すてき ステキ 優秀 抜群 期待以上
     +2.5 感謝 ありがとう 大活躍 重宝 愛用 リピート 嬉しい うれしい 美味しい すごい 凄い
-    +2.5 おいしい 美味しかった 快適 高品質 上質 正解 良すぎ
+    +2.5 おいしい 美味しかった 快適 高品質 上質 正解 良すぎ 見事 ありがたい ありがたかった
+    +2.5 参考になりました 勉強になりました 面白い 面白かった 面白く おもしろい 楽しかった
     +2 良い 良かった 良く 良し 良好 よい よかった 良いです いい 便利 使いやすい 綺麗
     +2 きれい キレイ 可愛い かわいい カワイイ 丁寧 丈夫 安心 楽しい 楽しめ 好き 好評
     +2 助かり 助かる 助かっ ぴったり ピッタリ 問題なく 問題なし 問題ない 問題ありません
     +2 お得 役立 役に立 飽きない 欠かせない 気にならない 気になりません 心地よい
-    +2 気持ちいい 気持ち良い しっかり 頑丈 十分 充分 悪くない
+    +2 気持ちいい 気持ち良い しっかり 頑丈 十分 充分 悪くない 楽しく 楽しみ 嬉しかった 美味しく
+    +2 おしゃれ オシャレ お洒落 魅力的 優れ 可愛く 効果的 価格以上
     +1.5 やすい 使え 早い 速い 早く届 すぐ届 手頃 お手頃 コスパ 静か 優しい 明るい 満足度
-    +1 安い 大丈夫 まあまあ 軽い 柔らか 普通に使え 問題もなく 間違いない 間違いなく
+    +1.5 スタイリッシュ 高級感 魅力 すっきり 復活 活躍 待ち遠しい 参考になる
+    +1 安い 大丈夫 まあまあ 軽い 柔らか 普通に使え 問題もなく 間違いない 間違いなく 価値
+    +1 はっきり 大切に 効果
     -3 最悪 最低 詐欺 ゴミ 二度と 酷い ひどい 使い物にならない 不良品 初期不良
     -3 欠陥 星1 星ひとつ 星一つ 金の無駄 お金の無駄 騙 偽物 ニセモノ 買わない 買いません 不十分
-    -2.5 残念 がっかり ガッカリ 期待外れ 期待はずれ 不良 壊れ こわれ 故障 不具合 返品
+    -3 残念 ハズレ はずれ やめた方が よした方が
+    -2.5 がっかり ガッカリ 期待外れ 期待はずれ 不良 壊れ こわれ 故障 不具合 返品
     -2.5 返金 後悔 無駄 損 粗悪 安っぽい 不満 動かなくな 使えなくな
     -2 悪い 悪く 悪かった 汚い 汚れ 不便 イマイチ いまいち 駄目 ダメ だめ 無理 臭い
     -2 割れ 破れ 剥がれ はがれ 錆 サビ 欠け 折れ 漏れ 届かない 届かず 不快 困 怒 嘘
-    -2 届いていない 届きません 劣化
+    -2 届いていない 届きません 劣化 失敗 難点 欠点 合わな 合いません すぐ切れ 雑 死んで
+    -1.5 疑問 しようがない しょうがなく 暗い ゆるく ゆるい きつい キツイ 死亡
+    -1 てしまい てしまう てしまった でしまった てしまいました ちゃった ちゃいました
+    -1 して欲しい してほしい て欲しい てほしい 欲しかった
     -1.5 外れ
     -1.5 微妙 痛い 痛く うるさい 遅い 遅れ 違う 違いました 間違 足りない 不足 弱い
     -1.5 難しい 面倒 不安 心配 傷 キズ 返送 にくい づらい 辛い 残念ながら 仕方ない 問題
@@ -309,7 +337,7 @@ JA = LexiconSpec(
     neutral="""
     少ない 少なく 少なかった 危なく だけでなく ではなく じゃなく 間もなく 色々 いろいろ 色んな
     関係なく 仕方なく しかない 以外 気になる 期待して 良ければ 良いか いいか いつでも どこでも
-    何でも なんでも 誰でも 不明
+    何でも なんでも 誰でも 不明 雑誌 雑貨 ダメ元 方がいい 方が良い
     """,
     negate_after=True,
 )
@@ -324,7 +352,9 @@ ZH = LexiconSpec(
     +2 流畅 及时 干净 信赖 适合 合适 有趣 好玩 生动 通俗易懂 易懂 回购 细腻 轻便 迅速
     +2 很快 快速 没问题 没有问题 问题不大 完好 稳定 清楚 必备 启发 深刻
     +1.5 便宜 值 快 正好 刚好 柔软 全面 详细 满足 好处 优点 喜 美观 大方 新鲜 好闻 很香 轻松
-    +1.5 难忘 难得 认真
+    +1.5 难忘 难得 认真 丰富 合情合理 好写 还算可以
+    +2 有意思 欲罢不能 大有裨益 裨益 好听 好喝
+    +1 正常
     +1 还行 还可以 可以用 凑合能用 不贵 强 厚实 亮 支持 安全 轻薄
     -3 垃圾 差评 太差 极差 最差 骗 假货 恶心 坑 失望 后悔 无语 烂 糟糕 气人 浪费 上当
     -3 骗人 欺骗 盗版 千万别买 别买 不值 一星 态度恶劣 不推荐 不建议 完全不
@@ -333,17 +363,19 @@ ZH = LexiconSpec(
     -2 问题 慢 贵 划痕 脏 裂 断 漏 掉色 褪色 异味 臭 刺鼻 破损 缺页 少了 错 粗糙
     -2 勉强 误导 敷衍 糊弄 吵 变形 不行 不好 模糊 拼凑 投诉 不如 不足 不便 缺点 毛病
     -1.5 一般 凑合 无法 难 偏小 偏大 掉 松 紧 薄 粗 等了 小气 缺 发霉 过期 旧 二手
-    -1 轻微 有待
+    -1 轻微 有待 哎 唉 发麻
+    -2 离谱 抄书 硬伤 东拼西凑 暴力 降价
+    -1.5 质疑
     """,
     negators="""
-    不 没 没有 无 未 别 并不 毫不 从不 不是 不够 没什么 不怎么 一点也不 一点都不 并没有 不太
+    不 没 没有 无 未 别 并不 毫不 从不 不是 不够 没什么 不怎么 一点也不 一点都不 并没有 不太 勿
     """,
     intensifiers="""
     1.5 很 非常 特别 十分 超 超级 真 真的 挺 蛮 相当 极其 极 最 巨 贼 真心 实在 绝对
     1.2 更 比较
     0.6 稍微 稍 略 一点
     """,
-    contrast="但是 但 可是 不过 然而 就是 只是 却",
+    contrast="但是 但 可是 不过 然而 却",
     too="1.5 太\n0.6 有点 有些 有一点",
     neutral="""
     不仅 不但 不同 不少 不管 不断 不论 不然 不久 不用 不得不 不知道 不一样 不一定

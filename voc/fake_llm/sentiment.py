@@ -42,7 +42,7 @@ _ELIDED = frozenset({"l", "d", "j", "n", "m", "t", "s", "c", "qu", "jusqu", "lor
 
 # How far (in words, or characters for CJK) a modifier reaches: words strictly between.
 NEGATION_REACH = 2
-NEGATION_REACH_CJK = 3
+NEGATION_REACH_CJK = 4
 NEGATION_BACK_REACH = 2  # German "gefällt mir nicht"
 NEGATION_BACK_REACH_CJK = 4  # Japanese "満足していません"
 INTENSIFIER_REACH = 1
