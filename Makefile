@@ -68,6 +68,10 @@ bench-llm: up ## LLM quota-utilisation benchmark; ARGS=... are passed on
 bench-e2e: up ## end-to-end job benchmark; ARGS=... are passed on
 	$(BIN)/python -m bench.e2e $(ARGS)
 
+.PHONY: eval-analysis
+eval-analysis: install ## text-only sentiment of the bundled fake analyst vs the stars of ../shared/data MARC reviews; ARGS=...
+	$(BIN)/python -m voc.fake_llm.evaluate $(ARGS)
+
 fake-llm: install ## run the fake OpenAI-compatible LLM server in the foreground
 	$(BIN)/voc fake-llm $(ARGS)
 

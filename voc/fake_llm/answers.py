@@ -251,13 +251,68 @@ MAX_DIMENSIONS_PER_PASSAGE = 3
 # Keywords that describe rather than name ("fast shipping" is about delivery, not about
 # performance): they give a passage its dimension only when no naming keyword does.
 DESCRIBING_KEYWORDS = frozenset(
-    {"fast", "slow", "schnell", "langsam", "rápido", "rapido", "lento", "rapide", "lent",
-     "cheap", "billig", "günstig", "barato", "安い", "便宜", "expensive", "teuer", "caro",
-     "cher", "easy", "einfach", "fácil", "facil", "facile", "簡単", "简单", "difficult",
-     "loud", "laut", "soft", "weich", "suave", "heavy", "schwer", "pesado", "lourd",
-     "look", "looks", "beautiful", "pretty", "bonito", "joli", "tight", "loose", "serré",
-     "sturdy", "flimsy", "durable", "solide", "duradero", "haltbar", "comfortable",
-     "bequem", "cómodo", "comodo", "confortable", "快適", "舒适", "舒服", "ugly"}
+    {
+        "fast",
+        "slow",
+        "schnell",
+        "langsam",
+        "rápido",
+        "rapido",
+        "lento",
+        "rapide",
+        "lent",
+        "cheap",
+        "billig",
+        "günstig",
+        "barato",
+        "安い",
+        "便宜",
+        "expensive",
+        "teuer",
+        "caro",
+        "cher",
+        "easy",
+        "einfach",
+        "fácil",
+        "facil",
+        "facile",
+        "簡単",
+        "简单",
+        "difficult",
+        "loud",
+        "laut",
+        "soft",
+        "weich",
+        "suave",
+        "heavy",
+        "schwer",
+        "pesado",
+        "lourd",
+        "look",
+        "looks",
+        "beautiful",
+        "pretty",
+        "bonito",
+        "joli",
+        "tight",
+        "loose",
+        "serré",
+        "sturdy",
+        "flimsy",
+        "durable",
+        "solide",
+        "duradero",
+        "haltbar",
+        "comfortable",
+        "bequem",
+        "cómodo",
+        "comodo",
+        "confortable",
+        "快適",
+        "舒适",
+        "舒服",
+        "ugly",
+    }
 )
 OVERALL = "overall impression"  # the aspect of an opinion on no dimension
 
@@ -356,7 +411,7 @@ class KeywordIndex:
                     if label[0] != "dim" or at not in blocked:
                         hits.append(Hit(label, kw, at))
                     at = folded.find(kw, at + len(kw))
-        hits.sort(key=lambda h: h.pos)
+        hits.sort(key=lambda h: (h.pos, -len(h.keyword)))  # "音质" before "音"
         return hits
 
 

@@ -52,7 +52,7 @@ class Row:
 
     @property
     def half(self) -> str:
-        """"A" (tuning half) or "B" (held out), from a hash of the review id."""
+        """ "A" (tuning half) or "B" (held out), from a hash of the review id."""
         return "A" if hashlib.sha256(self.review_id.encode()).digest()[0] % 2 == 0 else "B"
 
 

@@ -121,8 +121,10 @@ book ; Buch ; libro ; livre ; 本 ; 书
 but ; aber ; pero ; mais ; しかし|でも|けど ; 但是|不过
 and ; und ; y ; et ; と ; 和
 after ; nach ; después de|tras ; après ; 後 ; 后
-day|days ; Tag|Tage|Tagen ; día|días ; jour|jours ; 日 ; 天
-week|weeks ; Woche|Wochen ; semana|semanas ; semaine|semaines ; 週間 ; 周
+day ; Tag ; día ; jour ; 日 ; 天
+days ; Tage|Tagen ; días ; jours ; 日 ; 天
+week ; Woche ; semana ; semaine ; 週間 ; 周
+weeks ; Wochen ; semanas ; semaines ; 週間 ; 周
 month|months ; Monat|Monate|Monaten ; mes|meses ; mois ; ヶ月|か月 ; 个月
 hours ; Stunden ; horas ; heures ; 時間 ; 小时
 music ; Musik ; música ; musique ; 音楽 ; 音乐
@@ -133,6 +135,16 @@ skips ; springt ; salta ; saute ; 飛ぶ ; 跳
 station ; Bahnhof ; estación ; gare ; 駅 ; 车站
 crowded ; überfüllt|voll ; lleno|abarrotado ; bondée|bondé ; 混雑した ; 拥挤
 train ; Zug ; tren ; train ; 電車 ; 火车|地铁
+the ; der|die|das|den|dem ; el|la|los|las ; le|la|les|l' ; - ; -
+a|an ; ein|eine|einen|einem ; un|una ; un|une ; - ; -
+is ; ist ; es|está ; est ; - ; -
+was ; war ; era|fue|estaba ; était ; - ; -
+with ; mit ; con ; avec ; - ; -
+for ; für ; para|por ; pour ; - ; -
+it ; es ; lo ; il|elle|ça ; - ; -
+this ; dies|diese|dieser|dieses ; este|esta|esto ; ce|cette|cet ; - ; -
+I ; ich ; yo ; je|j' ; - ; -
+as soon as ; sobald ; en cuanto ; dès que ; - ; -
 overall impression ; Gesamteindruck ; impresión general ;
     impression générale ; 全体の印象 ; 总体印象
 """
@@ -176,8 +188,9 @@ class Glossary:
         return self.tables[language]
 
     def written(self, concept: int, language: str) -> str:
-        """The form a translation into `language` writes for a concept."""
-        return self.rows[concept][LANGUAGES.index(language)][0]
+        """The form a translation into `language` writes for a concept ("" for none)."""
+        forms = self.rows[concept][LANGUAGES.index(language)]
+        return forms[0] if forms else ""
 
 
 @cache
@@ -188,7 +201,10 @@ def glossary() -> Glossary:
         cells = [c.strip() for c in line.split(";")]
         if len(cells) != len(LANGUAGES):
             raise ValueError(f"glossary line needs {len(LANGUAGES)} languages: {line!r}")
-        rows.append(tuple(tuple(f.strip() for f in c.split("|")) for c in cells))
+        # "-": the language has no word for it (articles in Japanese and Chinese)
+        rows.append(
+            tuple(() if c == "-" else tuple(f.strip() for f in c.split("|")) for c in cells)
+        )
     tables: dict[str, dict[FormKey, int]] = {}
     for col, language in enumerate(LANGUAGES):
         table = tables[language] = {}
@@ -242,7 +258,7 @@ def gloss(text: str, source: str, target: str) -> str:
     for a, b, concept in _spans(text, source):
         parts.append(text[last:a])
         word = g.written(concept, target)
-        if latin_target and text[a:b][:1].isupper() and source not in CJK_LANGUAGES:
+        if latin_target and text[a:b][:1].isupper() and _starts_sentence(text, a):
             word = word[:1].upper() + word[1:]
         parts.append(f"{pad}{word}{pad}")
         last = b
@@ -250,9 +266,17 @@ def gloss(text: str, source: str, target: str) -> str:
     out = "".join(parts)
     if latin_target and source in CJK_LANGUAGES:
         out = "".join(_CJK_TO_LATIN.get(ch, ch) for ch in out)
-        out = _SPACE_BEFORE_PUNCT_RE.sub(r"\1", _SPACES_RE.sub(" ", out))
-        out = "\n".join(line.strip() for line in out.split("\n"))
-    return out
+        out = _SPACE_BEFORE_PUNCT_RE.sub(r"\1", out)
+    # Words with no equivalent (articles into Japanese) leave their spaces behind.
+    out = _SPACES_RE.sub(" ", out)
+    return "\n".join(line.strip() for line in out.split("\n"))
+
+
+def _starts_sentence(text: str, at: int) -> bool:
+    """Whether the word at `at` opens a sentence (German nouns are capitalised anywhere:
+    only a sentence's first word keeps its capital in a Latin-script gloss)."""
+    before = text[:at].rstrip()
+    return not before or before[-1] in ".!?\u3002\uff01\uff1f\n"
 
 
 def gloss_term(term: str, source: str | None, target: str | None) -> str:

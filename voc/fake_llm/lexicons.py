@@ -132,6 +132,7 @@ DE = LexiconSpec(
     +2 schöner schönes besten beste bester bestes praktisch praktische bequem bequeme
     +2 angenehm angenehme hübsch süß niedlich edel stylisch danke dankeschön
     +1.5 nützlich hilfreich wirksam solide besser gelungen wieder_kaufen passt_perfekt
+    +2 schnäppchen
     +1.5 schick sinnvoll sinnvolle schmackhaft spannend spannende nett wie_beschrieben
     +2 genau_wie_beschrieben
     +1 unbeschädigt aromatisch strahlt gerechtfertigt
@@ -198,7 +199,7 @@ ES = LexiconSpec(
     +1.5 útil útiles mejor correcto correcta correctamente buen_precio rico rica
     +1.5 rápido rápida rápidos rápidamente como_se_describe tal_como_se_describe
     +1.5 conforme fácil sólido sólida económico económica alivia supera compensa
-    +2 sencillísimo a_la_perfección perfección repito repetiré
+    +2 sencillísimo a_la_perfección perfección repito repetiré ganga chollo
     +1 sencillo sencilla exactos exacto intacta intacto coincide repetir
     +1 bien funciona funcionan aceptable decente barato barata baratos suave merece
     +1 calidad_precio relación_calidad_precio
@@ -252,6 +253,7 @@ FR = LexiconSpec(
     +1.5 meilleur meilleure utile utiles satisfaisant rapide rapides rapidement
     +1.5 pas_cher pas_chère merci doux douce stylé stylée stylés stylées sympathique
     +1.5 esthétique bien_fini silencieux conseille
+    +2 bonne_affaire
     +1 léger légère légers légères gentil gentille
     +1 bien facile facilement fonctionne fonctionnent correct correcte correctement
     +1 pas_mal ok rapport_qualité_prix qualité_prix marche
@@ -301,7 +303,7 @@ JA = LexiconSpec(
     +2 助かり 助かる 助かっ ぴったり ピッタリ 問題なく 問題なし 問題ない 問題ありません
     +2 お得 役立 役に立 飽きない 欠かせない 気にならない 気になりません 心地よい
     +2 気持ちいい 気持ち良い しっかり 頑丈 十分 充分 悪くない 楽しく 楽しみ 嬉しかった 美味しく
-    +2 おしゃれ オシャレ お洒落 魅力的 優れ 可愛く 効果的 価格以上
+    +2 おしゃれ オシャレ お洒落 魅力的 優れ 可愛く 効果的 価格以上 お買い得
     +1.5 やすい 使え 早い 速い 早く届 すぐ届 手頃 お手頃 コスパ 静か 優しい 明るい 満足度
     +1.5 スタイリッシュ 高級感 魅力 すっきり 復活 活躍 待ち遠しい 参考になる
     +1 安い 大丈夫 まあまあ 軽い 柔らか 普通に使え 問題もなく 間違いない 間違いなく 価値
