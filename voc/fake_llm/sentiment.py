@@ -32,6 +32,7 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 from voc.fake_llm.lexicons import EMOJI, SPECS, LexiconSpec
 
@@ -191,7 +192,8 @@ class Lexicon:
         return tuple(w for _, _, w in words_of(phrase, self.language))
 
     @staticmethod
-    def _add(table: dict, key: object, cue: Cue, raw: str) -> None:  # type: ignore[type-arg]
+    def _add(table: dict[Any, Cue], key: object, cue: Cue, raw: str) -> None:
+        """Add an entry; one listed twice is a mistake in the lexicon."""
         if key in table:
             raise ValueError(f"lexicon entry {raw!r} is listed twice")
         table[key] = cue
