@@ -686,12 +686,16 @@ def answer_insight(inp: dict[str, Any]) -> dict[str, Any]:
         for p in _passages(text, a, b, [h for h in hits if a <= h.pos < b], order, lang):
             raw = passage_score(marks, p.start - a, p.end - a)
             quote = text[p.start : p.end]
-            if translation is None:
-                quote_tr = None
-            elif len(aligned) == len(spans) and (p.start, p.end) == (a, b):
-                quote_tr = translation[aligned[k][0] : aligned[k][1]]
-            else:
-                quote_tr = gloss(quote, lang, target or lang)
+            quote_tr = _quote_translation(
+                quote,
+                (p.start, p.end) == (a, b),
+                translation,
+                aligned,
+                k,
+                len(spans),
+                lang,
+                target,
+            )
             base = {"quote": quote, "quote_translation": quote_tr, **_five_w(p.hits)}
             if p.dims:
                 for h in p.dims[:MAX_DIMENSIONS_PER_PASSAGE]:
@@ -703,12 +707,38 @@ def answer_insight(inp: dict[str, Any]) -> dict[str, Any]:
     if not insights:  # no opinion word at all: the stars are all there is to go by
         a, b = spans[0]
         quote = text[a:b]
-        quote_tr = gloss(quote, lang, target or lang) if translation is not None else None
+        quote_tr = _quote_translation(
+            quote, True, translation, aligned, 0, len(spans), lang, target
+        )
         base = {"quote": quote, "quote_translation": quote_tr, **_five_w(hits)}
         insights.append(
             _insight(OTHER, gloss_term(OVERALL, "en", target), review_prior(rating), base)
         )
     return {"insights": insights}
+
+
+def _quote_translation(
+    quote: str,
+    whole_sentence: bool,
+    translation: str | None,
+    aligned: list[tuple[int, int]],
+    k: int,
+    n_sentences: int,
+    lang: str,
+    target: str | None,
+) -> str | None:
+    """The quote in the target language: the k-th sentence of the translation when the
+    sentences line up (the gloss of a clause if it lies in that sentence, else the whole
+    sentence), the quote's own gloss when they do not; None for an untranslated review."""
+    if translation is None:
+        return None
+    glossed = gloss(quote, lang, target or lang)
+    if len(aligned) != n_sentences:
+        return glossed
+    sentence = translation[aligned[k][0] : aligned[k][1]]
+    if not whole_sentence and glossed in sentence:
+        return glossed
+    return sentence
 
 
 def _passages(
