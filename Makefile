@@ -17,7 +17,7 @@ LINT_PATHS := shared services voc tests tools
 MYPY_EXCLUDE := '^tools/(helm|kafka)/'
 
 .PHONY: help install up down status lint test test-unit demo bench-ingest bench-llm bench-e2e bench-faust \
-        fake-llm clean distclean
+        eval-analysis fake-llm clean distclean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -72,6 +72,9 @@ bench-faust: install ## Faust agents vs the stage runner relaying the same recor
 	@$(BIN)/python -c 'import faust' 2>/dev/null || $(BIN)/python -m pip install -q -e '.[faust,dev]'
 	$(BIN)/voc up --profile $(PROFILE) --no-services
 	$(BIN)/python -m bench.faust_relay $(ARGS)
+
+eval-analysis: install ## text-only sentiment of the bundled fake analyst vs the stars of ../shared/data MARC reviews; ARGS=...
+	$(BIN)/python -m voc.fake_llm.evaluate $(ARGS)
 
 fake-llm: install ## run the fake OpenAI-compatible LLM server in the foreground
 	$(BIN)/voc fake-llm $(ARGS)

@@ -66,6 +66,7 @@ class Review(BaseModel):
     rating: int | None = None
     language: str | None = None
     created_at: str | None = None
+    external_id: str | None = Field(default=None, description="the review_id the client uploaded")
 
 
 class ReviewsIngested(Event):
@@ -93,6 +94,17 @@ class TranslatedReview(BaseModel):
     source_language: str
     translated: bool
     rating: int | None = None
+    original_text: str | None = Field(
+        default=None,
+        description="the review as written, when `text` is a translation; None when `text` "
+        "is the original (skipped, or an event from before this field)",
+    )
+    external_id: str | None = Field(default=None, description="the review_id the client uploaded")
+
+    @property
+    def original(self) -> str:
+        """The review in its own language: what quotes are taken from."""
+        return self.original_text if self.original_text is not None else self.text
 
 
 class ReviewsTranslated(Event):
@@ -118,6 +130,13 @@ class Insight(BaseModel):
     quote_start: int
     quote_end: int
     five_w: dict[str, str | None] = Field(default_factory=dict)
+    quote_translation: str | None = Field(
+        default=None,
+        description="the quote in the job's target language; None when the review is in it",
+    )
+    external_review_id: str | None = Field(
+        default=None, description="the review_id the client uploaded"
+    )
 
 
 class InsightsExtracted(Event):

@@ -7,7 +7,9 @@ Both bring up (or reuse) the local stack, create a job over HTTP with the stack'
 and key, upload the file (CSV with a header row, NDJSON, or a JSON array), seal the job,
 show a progress bar per stage from `GET /v1/jobs/{id}` until the job is `completed`, then
 write `report.json` and `report.html` into the output folder (default
-`out/demo-<job id>/` or `out/analyze-<job id>/`).
+`out/demo-<job id>/` or `out/analyze-<job id>/`), and say who wrote the analysis: when it
+is the bundled fake LLM (what `voc up` runs without a provider), it says so plainly and
+how to point the stack at a real model (`VOC_LLM_BASE_URL`, with its key and model).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import IO, Any
 import httpx
 import orjson
 
+from shared.analyst import describe_analyst
 from voc.commands import Subparsers, out, profile_parent, stack_of
 from voc.stack import StackError
 
@@ -106,6 +109,8 @@ def _run(args: argparse.Namespace, path: Path, product: str, language: str, kind
     folder = args.out or Path("out") / f"{kind}-{job_id}"
     written = write_report(folder, report)
     _print_outcome(final, report, written)
+    for line in analyst_lines(report.get("analyst") or describe_analyst()):
+        out(line)
     return 0
 
 
@@ -286,6 +291,28 @@ def write_report(folder: Path, report: Mapping[str, Any]) -> list[Path]:
     json_path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
     html_path.write_text(render_report_html(report), encoding="utf-8")
     return [json_path, html_path]
+
+
+EXAMPLE_REAL_MODEL = (
+    "VOC_LLM_BASE_URL=https://api.openai.com/v1 VOC_LLM_API_KEY=sk-... "
+    "VOC_LLM_MODEL=gpt-4o-mini make demo"
+)
+
+
+def analyst_lines(analyst: Mapping[str, Any]) -> list[str]:
+    """What the demo says at the end about who wrote the analysis (see `shared.analyst`)."""
+    model = analyst.get("model")
+    if not analyst.get("fake"):
+        return [f"voc: analysis written by {model}"]
+    return [
+        f"voc: NOTE: a FAKE LLM wrote this analysis (the bundled {model}): a deterministic",
+        "     keyword-and-lexicon reader for trying vocstream out, not a language model, so",
+        "     its sentiment, aspects and translations are rough. For a real analysis, point",
+        "     the stack at any OpenAI-compatible model (VOC_LLM_BASE_URL, with its key and",
+        "     model) and run again:",
+        "       make down",
+        f"       {EXAMPLE_REAL_MODEL}",
+    ]
 
 
 def _print_upload(upload: Mapping[str, Any]) -> None:

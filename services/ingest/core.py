@@ -178,6 +178,7 @@ def classify(prepared: PreparedChunk, existing: Mapping[str, str]) -> IngestOutc
                 "rating": f["rating"],
                 "language": f["language"],
                 "created_at": f["created_at"],
+                "external_id": f["review_id"],
             }
         )
     chunk = {

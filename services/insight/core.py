@@ -1,8 +1,15 @@
 """The insight stage's pure core: LLM input, quote location, dimension mapping, results.
 
 No IO here. `service.py` calls the LLM once per review with `llm_input(...)` and
-`answer_validator(text)`, then hands the answers to `build_insights` and the per-review
-outcomes of a record to `assemble`, which returns the rows to upsert and the event to emit.
+`answer_validator(review.original)`, then hands the answers to `build_insights` and the
+per-review outcomes of a record to `assemble`, which returns the rows to upsert and the
+event to emit.
+
+Quotes are the customer's own words: the model reads the original text (with the
+translation beside it) and quotes the ORIGINAL, so a quote and its offsets always refer to
+the review as written; the model's `quote_translation` (the quote in the job's target
+language) is kept beside it, whitespace-tidied and capped, and dropped when the review is
+already in the target language. Every insight also carries the client's own review id.
 
 Why quotes are located, not trusted: the LLM returns a quote, the report needs character
 offsets into the review, and a quote that is not in the review is a hallucination. A quote
@@ -27,6 +34,12 @@ from shared.prompts.insight import Insight as DraftInsight
 INSIGHT_NS = uuid.UUID("8d3c1f52-6a0e-4f0b-9a51-2b7e4c9d1a03")
 MAX_ID = 36  # job and review ids are VARCHAR(36): a longer one would fail the whole upsert
 FIVE_W = ("who", "what", "when", "where", "why")
+# A quote's translation is a display string next to the quote: a translation runs up to a
+# few times the length of its source (CJK -> English), so it is capped relative to the
+# quote, and absolutely, so a runaway answer cannot bloat rows and events.
+MAX_QUOTE_TRANSLATION = 2000
+QUOTE_TRANSLATION_RATIO = 4
+QUOTE_TRANSLATION_SLACK = 200
 
 # Typographic quote marks the model may "correct" the review's straight ones to (or back).
 _QUOTE_MARKS = str.maketrans(
@@ -121,11 +134,17 @@ def insight_id(review_id: str, index: int) -> str:
     return str(uuid.uuid5(INSIGHT_NS, f"{review_id}\x00{index}"))
 
 
-def llm_input(review: TranslatedReview, model: JobModel) -> dict[str, Any]:
-    """The insight prompt's input for one review (see `shared.prompts.insight`)."""
+def llm_input(
+    review: TranslatedReview, model: JobModel, target_language: str | None = None
+) -> dict[str, Any]:
+    """The insight prompt's input for one review (see `shared.prompts.insight`): the
+    original text, and its translation when the review was translated."""
     return {
         "review_id": review.id,
-        "text": review.text,
+        "text": review.original,
+        "language": review.source_language,
+        "target_language": target_language,
+        "translation": review.text if review.translated else None,
         "rating": review.rating,
         "dimensions": [{"name": n, "description": d} for n, d in model.dimensions],
         "five_w": {k: list(model.five_w.get(k, [])) for k in FIVE_W},
@@ -199,7 +218,8 @@ def map_dimension(name: str, dimensions: Sequence[str]) -> str:
 
 
 def answer_validator(text: str) -> Callable[[InsightOutput], None]:
-    """The `validate` callback for `llm.complete`: every quote must be locatable."""
+    """The `validate` callback for `llm.complete`: every quote must be locatable in `text`
+    (the review's original: a quote of the translation is rejected and asked again)."""
 
     def _validate(answer: InsightOutput) -> None:
         for ins in answer.insights:
@@ -218,20 +238,37 @@ def _five_w(draft: DraftInsight) -> dict[str, str | None]:
     return out
 
 
+def quote_translation(review: TranslatedReview, quote: str, draft: str | None) -> str | None:
+    """The stored translation of a quote: None when the review is in the target language
+    (the quote is already readable) or the model gave none; whitespace runs collapsed, NUL
+    removed (Postgres text cannot hold it) and the length capped (see the constants)."""
+    if not review.translated or draft is None:
+        return None
+    text = " ".join(draft.replace("\x00", "").split())
+    if not text:
+        return None
+    cap = min(MAX_QUOTE_TRANSLATION, QUOTE_TRANSLATION_RATIO * len(quote) + QUOTE_TRANSLATION_SLACK)
+    if len(text) > cap:
+        text = text[: cap - 1].rstrip() + "\u2026"
+    return text
+
+
 def build_insights(
     review: TranslatedReview, answer: InsightOutput, dimensions: Sequence[str]
 ) -> tuple[Insight, ...]:
     """Turn the model's answer for one review into stored insights with ids and offsets.
 
-    Raises `QuoteNotFound` if a quote is not in the review (the validator let it through
-    only if it is, so this guards against a caller skipping validation). Exact repeats
+    Quotes are located in the review's original text (`review.original`). Raises
+    `QuoteNotFound` if a quote is not in it (the validator let it through only if it is,
+    so this guards against a caller skipping validation). Exact repeats
     (same dimension, aspect, sentiment and quote span) are kept once; ids number the
     remaining insights in answer order, so the same answer always gives the same ids.
     """
     out: list[Insight] = []
     seen: set[tuple[str, str, str, int, int]] = set()
+    original = review.original
     for draft in answer.insights:
-        span = locate_quote(review.text, draft.quote)
+        span = locate_quote(original, draft.quote)
         if span is None:
             raise QuoteNotFound(f"quote is not in the review: {draft.quote[:80]!r}")
         start, end = span
@@ -249,10 +286,14 @@ def build_insights(
                 aspect=aspect,
                 sentiment=draft.sentiment,
                 score=max(-1.0, min(1.0, float(draft.score))),
-                quote=review.text[start:end],
+                quote=original[start:end],
                 quote_start=start,
                 quote_end=end,
                 five_w=_five_w(draft),
+                quote_translation=quote_translation(
+                    review, original[start:end], draft.quote_translation
+                ),
+                external_review_id=review.external_id,
             )
         )
     return tuple(out)
@@ -292,4 +333,6 @@ def insight_row(job_id: str, ins: Insight) -> dict[str, Any]:
         "quote_start": ins.quote_start,
         "quote_end": ins.quote_end,
         "five_w": ins.five_w,
+        "quote_translation": ins.quote_translation,
+        "external_review_id": ins.external_review_id,
     }

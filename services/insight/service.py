@@ -133,7 +133,7 @@ class InsightHandler:
         events: list[ReviewsTranslated] = [rec.event for rec in batch]
         models = await self.models.get({e.job_id for e in events})
         per_record = [
-            [self._extract(e.job_id, r, models.get(e.job_id)) for r in e.reviews] for e in events
+            [self._extract(e, r, models.get(e.job_id)) for r in e.reviews] for e in events
         ]
         flat = await asyncio.gather(
             *(c for coros in per_record for c in coros), return_exceptions=True
@@ -168,9 +168,10 @@ class InsightHandler:
         return result
 
     async def _extract(
-        self, job_id: str, review: TranslatedReview, model: JobModel | None
+        self, event: ReviewsTranslated, review: TranslatedReview, model: JobModel | None
     ) -> ReviewOutcome:
         """One review's insights, or the reason it fails for good."""
+        job_id = event.job_id
         if not storable_id(review.id) or not storable_id(job_id):
             # Only a hand-made record can carry these; storing them would fail the batch.
             return ReviewOutcome(review, error_type="InvalidId", error="job or review id length")
@@ -178,7 +179,7 @@ class InsightHandler:
             # learn writes the model before it releases any review of the job, so this is
             # a record from elsewhere (or a deleted job): nothing to analyse it against.
             return ReviewOutcome(review, error_type="JobModelMissing", error=f"job {job_id}")
-        if not review.text.strip():
+        if not review.original.strip():
             return ReviewOutcome(review)
         async with self.slots:
             metrics.EXTRACTING.inc()
@@ -187,10 +188,10 @@ class InsightHandler:
                 answer = await self.llm.complete(
                     "insight",
                     PROMPT,
-                    llm_input(review, model),
+                    llm_input(review, model, event.target_language),
                     InsightOutput,
                     job_id=job_id,
-                    validate=answer_validator(review.text),
+                    validate=answer_validator(review.original),
                 )
                 return ReviewOutcome(review, build_insights(review, answer, model.names))
             except INFRA_ERRORS:

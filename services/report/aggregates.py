@@ -89,7 +89,9 @@ GROUP BY m.theme_id, o.half
 
 Q_POINTS = """
 SELECT dimension, lower(aspect) AS aspect, sentiment, count(*) AS n, avg(score)::float AS mean,
-       (array_agg(jsonb_build_object('quote', quote, 'review_id', review_id, 'score', score)
+       (array_agg(jsonb_build_object('quote', quote, 'review_id', review_id, 'score', score,
+                                     'quote_translation', quote_translation,
+                                     'external_review_id', external_review_id)
                   ORDER BY abs(score) DESC, id))[1:8] AS quotes
 FROM insights
 WHERE job_id = %(job)s AND sentiment IN ('positive', 'negative')
@@ -328,7 +330,15 @@ def _quotes(raw: Any, limit: int = QUOTES_PER_POINT) -> list[dict[str, Any]]:
         if not text or text.casefold() in seen:
             continue
         seen.add(text.casefold())
-        out.append({"quote": q["quote"], "review_id": q.get("review_id"), "score": q.get("score")})
+        out.append(
+            {
+                "quote": q["quote"],  # the customer's words, in the review's language
+                "quote_translation": q.get("quote_translation"),  # None: already readable
+                "review_id": q.get("review_id"),
+                "external_review_id": q.get("external_review_id"),  # the client's own id
+                "score": q.get("score"),
+            }
+        )
         if len(out) >= limit:
             break
     return out

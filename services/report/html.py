@@ -45,6 +45,8 @@ h3 { font-size: 16px; margin: 14px 0 6px; }
 .point.neg { border-color: #d64545; } .point.pos { border-color: #2e9d5b; }
 .point .meta { color: #5b6573; font-size: 13px; }
 blockquote { margin: 4px 0; font-style: italic; color: #333; }
+blockquote .tr { display: block; font-style: normal; color: #666; font-size: 13px; }
+.analyst { background: #fff4d6; border: 1px solid #e0b94a; padding: 8px 12px; border-radius: 6px; }
 table { border-collapse: collapse; width: 100%; }
 th, td { text-align: left; padding: 6px 8px; border-bottom: 1px solid #e6e9ee;
   vertical-align: top; }
@@ -199,15 +201,30 @@ def _points(points: Sequence[Mapping[str, Any]], cls: str) -> str:
         return '<p class="note">None found.</p>'
     out = []
     for p in points:
-        quotes = "".join(
-            f"<blockquote>“{_e(q.get('quote'))}”</blockquote>" for q in p.get("quotes") or []
-        )
+        quotes = "".join(_quote(q) for q in p.get("quotes") or [])
         out.append(
             f'<div class="point {cls}"><b>{_e(p.get("aspect"))}</b> '
             f'<span class="meta">{_e(p.get("dimension"))} · {_e(p.get("mentions"))} mentions · '
             f"{_e(_score(p.get('mean_score')))}</span>{quotes}</div>"
         )
     return "".join(out)
+
+
+def _quote(q: Mapping[str, Any]) -> str:
+    """A quote in the customer's language, its translation (if any) beside it."""
+    tr = q.get("quote_translation")
+    beside = f'<span class="tr">{_e(tr)}</span>' if tr else ""
+    return f"<blockquote>“{_e(q.get('quote'))}”{beside}</blockquote>"
+
+
+def _analyst(analyst: Any) -> str:
+    """The banner of a report the bundled fake LLM wrote."""
+    if not isinstance(analyst, Mapping) or not analyst.get("fake"):
+        return ""
+    return (
+        f'<p class="analyst"><b>Written by a fake LLM</b> ({_e(analyst.get("model"))}). '
+        f"{_e(analyst.get('note'))} {_e(analyst.get('real_model'))}</p>"
+    )
 
 
 def _five_w(five_w: Mapping[str, Any]) -> str:
@@ -296,7 +313,7 @@ def render_report_html(report: Mapping[str, Any]) -> str:
 <div class="sub">Voice-of-Customer report · job {_e(report.get("job_id"))} ·
 target language {_e(report.get("target_language"))}
 <span class="badge {_e(status)}">{_e(label)}</span></div></header>
-<section><h2>Summary</h2><p>{_e(report.get("summary"))}</p>
+<section><h2>Summary</h2>{_analyst(report.get("analyst"))}<p>{_e(report.get("summary"))}</p>
 {_cards(ov, cov)}<p class="note">{_e(cov.get("note"))}</p>
 {f"<ul class=note>{notes}</ul>" if notes else ""}</section>
 <section><h2>Recommended actions</h2>{_actions(report.get("recommended_actions") or [])}

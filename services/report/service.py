@@ -32,6 +32,7 @@ from services.report.aggregates import RawAggregates, build_aggregates, load_raw
 from services.report.callbacks import OUTBOX_COLUMNS, CallbackSender, CallbackSettings
 from services.report.core import JobProgress, ReportStatus, Summary
 from services.report.settings import ReportSettings
+from shared.analyst import current_analyst
 from shared.db.models import CallbackOutbox, Job, Report
 from shared.db.pool import ConnectionPool
 from shared.db.upsert import Upsert
@@ -375,6 +376,7 @@ class ReportHandler:
         aggregates = build_aggregates(raw, {"submitted": p.submitted, "rejected": p.rejected})
         summary = await self._summary(p, aggregates)
         doc = core.assemble_report(p, status, aggregates, summary)
+        doc["analyst"] = current_analyst()  # who wrote it: the bundled fake LLM says so
         now = self.clock()
         result = StageResult(
             upserts=[

@@ -179,6 +179,10 @@ class InsightRow(Base):
     quote_start: Mapped[int] = mapped_column(Integer, nullable=False)
     quote_end: Mapped[int] = mapped_column(Integer, nullable=False)
     five_w: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    # The quote in the job's target language (NULL when the review is in it); the quote
+    # itself and its offsets are in the review's original text.
+    quote_translation: Mapped[str | None] = mapped_column(Text)
+    external_review_id: Mapped[str | None] = mapped_column(Text)  # the client's review_id
     __table_args__ = (Index("ix_insights_job_dim", "job_id", "dimension"),)
 
 

@@ -1,10 +1,15 @@
 """The `insight` stage's LLM contract: extract insights from one review.
 
-Input (`InsightInput`): the review (id, text, rating), the job's learned dimensions and
-5W model. Output (`InsightOutput`): a list of insights, each on one dimension (or
-"other"), with aspect, sentiment, score, a verbatim quote and 5W tags.
+Input (`InsightInput`): the review as written (id, original text and its language, rating),
+its translation into the job's target language (null when the review is already in it),
+the job's learned dimensions and 5W model. Output (`InsightOutput`): a list of insights,
+each on one dimension (or "other"), with aspect, sentiment, score, a quote copied verbatim
+from the ORIGINAL text, that quote in the target language (`quote_translation`, null when
+the review is in it) and 5W tags. A reader sees the customer's own words with the
+translation beside them, never a translation passed off as a quote.
 `check_quotes(text)` is the `validate` callback that rejects a quote that is not an exact
-substring of the review text (the model paraphrased), so the call is retried.
+substring of the original text (the model paraphrased, or quoted the translation), so the
+call is retried.
 """
 
 from __future__ import annotations
@@ -41,7 +46,12 @@ class InsightInput(BaseModel):
     """What the insight stage sends for one review."""
 
     review_id: str
-    text: str
+    text: str = Field(description="the review as the customer wrote it")
+    language: str | None = Field(default=None, description="ISO 639-1 code of `text`")
+    target_language: str | None = None
+    translation: str | None = Field(
+        default=None, description="`text` in the target language; null when it is in it"
+    )
     rating: int | None = None
     dimensions: list[DimensionRef]
     five_w: FiveWModel = Field(default_factory=FiveWModel)
@@ -55,6 +65,7 @@ class Insight(BaseModel):
     sentiment: Sentiment
     score: float = Field(ge=-1.0, le=1.0)
     quote: str = Field(min_length=1)
+    quote_translation: str | None = None
     who: str | None = None
     what: str | None = None
     when: str | None = None
@@ -69,7 +80,7 @@ class InsightOutput(BaseModel):
 
 
 def check_quotes(text: str) -> Callable[[InsightOutput], None]:
-    """A `validate` callback: every quote must appear verbatim in `text`."""
+    """A `validate` callback: every quote must appear verbatim in `text` (the original)."""
 
     def _check(out: InsightOutput) -> None:
         for ins in out.insights:
@@ -81,21 +92,27 @@ def check_quotes(text: str) -> Callable[[InsightOutput], None]:
 
 SYSTEM = """\
 You are an expert Voice-of-Customer analyst. You receive one customer review as JSON: \
-"review_id", "text", the star "rating" (1-5, or null), the product's analysis \
-"dimensions" (name and description) and its "five_w" model (typical who / what / when / \
-where / why).
+"review_id", "text" (the review exactly as the customer wrote it), its "language", the \
+job's "target_language", "translation" (the text translated into the target language, or \
+null when the review is already in it), the star "rating" (1-5, or null), the product's \
+analysis "dimensions" (name and description) and its "five_w" model (typical who / what / \
+when / where / why).
 
-Extract every distinct opinion the customer expresses. For each one produce an insight:
+Read the original text; use the translation only to help you understand it. Extract every \
+distinct opinion the customer expresses. For each one produce an insight:
 - "dimension": exactly one of the given dimension names; use "other" only if none fits.
-- "aspect": 1-4 words naming the specific thing judged (e.g. "battery drain", "strap \
-comfort").
-- "sentiment": "positive", "negative" or "neutral", as the customer feels it (consider \
-the rating, sarcasm and negation).
+- "aspect": 1-4 words in the target language naming the specific thing judged (e.g. \
+"battery drain", "strap comfort"). Never take an aspect from a function word.
+- "sentiment": "positive", "negative" or "neutral", as the customer feels it about that \
+aspect, judged from the words of the quoted passage (negation, complaints, intensity, \
+sarcasm); the rating is only a weak hint for the review as a whole.
 - "score": a number from -1.0 (very negative) to 1.0 (very positive); 0 for neutral.
-- "quote": the exact words of the review that support the insight, copied verbatim - \
-character for character, same language, same punctuation - as one contiguous substring \
-of "text", usually one sentence. Never translate, paraphrase, shorten inside or join \
-separate passages.
+- "quote": the exact words of the ORIGINAL "text" that support the insight, copied \
+verbatim - character for character, in the original language, same punctuation - as one \
+contiguous substring of "text", usually one sentence. Never quote the translation, never \
+translate, paraphrase, shorten inside or join separate passages.
+- "quote_translation": the same passage in the target language (taken from "translation" \
+when it is given, otherwise translated faithfully), or null when "translation" is null.
 - "who", "what", "when", "where", "why": a short phrase when the review says it (prefer \
 the wording of the five_w model), otherwise null.
 
@@ -106,7 +123,7 @@ code fences. It must validate against this JSON schema:
 
 PROMPT = PromptTemplate(
     stage="insight",
-    version="1",
+    version="2",
     system_template=SYSTEM,
     output_model=InsightOutput,
     description="Extract dimension/aspect/sentiment/quote/5W insights from one review.",

@@ -69,7 +69,10 @@ with an "id", the review "text" and, when known, its "source_language".
 For every item:
 - Translate the text faithfully into the target language. Keep the meaning, tone, \
 sentiment, intensity, negations, numbers, units, product and brand names. Do not \
-summarise, correct, censor or add anything. Keep sentence boundaries and line breaks.
+summarise, correct, censor or add anything. Keep sentence boundaries and line breaks, \
+so the n-th sentence of the translation renders the n-th sentence of the text. The \
+"translation" is the translated text alone: no language tags or prefixes (such as \
+"[ja->en]"), notes or quotation marks around it.
 - If the text is already in the target language, return it unchanged.
 - "source_language" is the ISO 639-1 code of the original text (detect it if it was not \
 given; use "und" if it cannot be determined).
@@ -83,7 +86,7 @@ It must validate against this JSON schema:
 
 PROMPT = PromptTemplate(
     stage="translate",
-    version="1",
+    version="2",
     system_template=SYSTEM,
     output_model=TranslateOutput,
     description="Translate a batch of reviews into the target language.",

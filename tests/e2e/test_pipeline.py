@@ -188,10 +188,13 @@ def test_mixed_language_job_end_to_end(
     assert sum(r["reviews"] for r in report["rating_vs_sentiment"]) == n
     assert set(report["five_w"]) == {"who", "what", "when", "where", "why"}
 
-    # Quotes are verbatim substrings of the text each review was analysed in.
-    texts = dict(
+    # Quotes are verbatim substrings of the review as written (its original language);
+    # a translated review's quote has its translation beside it, from the translation.
+    texts = dict(db.execute("SELECT id, text FROM reviews WHERE job_id = %s", (job_id,)).fetchall())
+    translations = dict(
         db.execute(
-            "SELECT review_id, text FROM translations WHERE job_id = %s", (job_id,)
+            "SELECT review_id, text FROM translations WHERE job_id = %s AND translated",
+            (job_id,),
         ).fetchall()
     )
     insights = all_insights(api, job_id)
@@ -202,6 +205,10 @@ def test_mixed_language_job_end_to_end(
         assert point["quotes"]
         for q in point["quotes"]:
             assert q["quote"] in texts[q["review_id"]], q
+            if q["review_id"] in translations:
+                assert q["quote_translation"] in translations[q["review_id"]], q
+            else:
+                assert q["quote_translation"] is None, q
 
     themes = api.get(f"/v1/jobs/{job_id}/themes", params={"limit": 5}).json()
     sizes = [t["size"] for t in themes["data"]]

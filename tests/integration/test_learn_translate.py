@@ -45,6 +45,7 @@ from learn_translate_kit import (
 from services.learn.core import DEFAULT_DIMENSIONS
 from shared.events import ReviewsLearned, ReviewsTranslated
 from shared.topics import REVIEWS_LEARNED, REVIEWS_TRANSLATED, dlq
+from voc.fake_llm.gloss import gloss
 from voc.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -124,7 +125,7 @@ async def test_reviews_are_held_until_the_sample_then_learned_once_and_translate
         if language_of(i) == "en":
             assert (text, translated) == (r.text, False)
         else:
-            assert translated and text == f"[{source}->en] {r.text}"
+            assert translated and text == gloss(r.text, source, "en")  # the fake's gloss
 
     to_translate = sum(1 for i in range(n) if language_of(i) != "en")
     calls = llm_calls("translate") - calls_before

@@ -100,7 +100,7 @@ def test_learn_answers_validate_with_5_to_15_dimensions() -> None:
     assert len(empty.dimensions) == 5
 
 
-def test_translate_answers_are_checkable() -> None:
+def test_translate_answers_are_checkable_glosses_without_a_prefix() -> None:
     items: list[dict[str, Any]] = [
         {"id": f"i{i}", "text": t, "source_language": None} for i, (t, _, _) in enumerate(REVIEWS)
     ]
@@ -110,9 +110,17 @@ def test_translate_answers_are_checkable() -> None:
     )
     check_items([i["id"] for i in items])(out)
     for got, (text, _, lang) in zip(out.items, REVIEWS, strict=True):
-        assert got.translation == f"[{got.source_language}->en] {text}"
+        assert not got.translation.startswith("["), got.translation
+        assert len(split_sentences(got.translation)) == len(split_sentences(text))
+        if lang == "en":
+            assert got.translation == text  # already in the target language
         if text.strip():
             assert got.source_language == lang, text
+    glossed = {i.id: i.translation for i in out.items}
+    assert glossed["i1"].startswith("The battery hält nicht lange.")
+    assert glossed["i4"] == "battery がすぐ切れる. delivery は fast. design が好き!"
+    again = answer_translate({"target_language": "en", "items": items})
+    assert [i["translation"] for i in again["items"]] == list(glossed.values())
 
 
 @pytest.mark.parametrize(("text", "rating", "lang"), REVIEWS)

@@ -11,6 +11,7 @@ import pytest
 from pydantic import BaseModel
 
 from services.insight.core import (
+    MAX_QUOTE_TRANSLATION,
     JobModel,
     QuoteNotFound,
     ReviewOutcome,
@@ -18,6 +19,7 @@ from services.insight.core import (
     assemble,
     build_insights,
     insight_id,
+    insight_row,
     llm_input,
     locate_quote,
     map_dimension,
@@ -27,7 +29,7 @@ from shared.events import InsightsExtracted, ReviewsTranslated, TranslatedReview
 from shared.llm.errors import LLMMalformedOutput, LLMUnavailable
 from shared.llm.prompts import PromptTemplate
 from shared.prompts.insight import Insight as Draft
-from shared.prompts.insight import InsightOutput
+from shared.prompts.insight import InsightInput, InsightOutput
 from shared.stage import Incoming
 
 T = TypeVar("T", bound=BaseModel)
@@ -37,6 +39,23 @@ DIMS = ("Battery life", "Sound quality", "Comfort")
 def review(text: str, rid: str = "r1", rating: int | None = 4) -> TranslatedReview:
     return TranslatedReview(
         id=rid, text=text, source_language="en", translated=False, rating=rating
+    )
+
+
+ORIGINAL = "Le son saute dans le train. La batterie tient deux jours."
+TRANSLATION = "The sound skips on the train. The battery lasts two days."
+
+
+def translated_review(rid: str = "r1", external_id: str | None = "client-42") -> TranslatedReview:
+    """A French review translated into English, as the translate stage emits it."""
+    return TranslatedReview(
+        id=rid,
+        text=TRANSLATION,
+        source_language="fr",
+        translated=True,
+        rating=2,
+        original_text=ORIGINAL,
+        external_id=external_id,
     )
 
 
@@ -148,14 +167,32 @@ def test_job_model_from_row_skips_junk_and_duplicates() -> None:
 
 def test_llm_input_matches_the_prompt_contract() -> None:
     m = JobModel.from_row([{"name": "Fit", "description": "d"}], {"who": ["runners"]})
-    doc = llm_input(review("Fits.", rating=5), m)
+    doc = llm_input(review("Fits.", rating=5), m, "en")
     assert doc == {
         "review_id": "r1",
         "text": "Fits.",
+        "language": "en",
+        "target_language": "en",
+        "translation": None,
         "rating": 5,
         "dimensions": [{"name": "Fit", "description": "d"}],
         "five_w": {"who": ["runners"], "what": [], "when": [], "where": [], "why": []},
     }
+    InsightInput.model_validate(doc)
+
+
+def test_llm_input_of_a_translated_review_gives_the_original_and_the_translation() -> None:
+    m = JobModel.from_row([{"name": "Sound quality"}], {})
+    doc = llm_input(translated_review(), m, "en")
+    assert doc["text"] == ORIGINAL and doc["language"] == "fr"
+    assert doc["translation"] == TRANSLATION and doc["target_language"] == "en"
+    InsightInput.model_validate(doc)
+
+
+def test_an_event_from_before_original_text_still_quotes_its_text() -> None:
+    old = TranslatedReview(id="r", text="Gut.", source_language="de", translated=True)
+    assert old.original == "Gut."
+    assert llm_input(old, JobModel.from_row([], {}))["text"] == "Gut."
 
 
 # -- ids and building ------------------------------------------------------------------------
@@ -212,6 +249,67 @@ def test_build_insights_drops_exact_repeats_and_renumbers() -> None:
 def test_build_insights_refuses_an_unvalidated_bad_quote() -> None:
     with pytest.raises(QuoteNotFound):
         build_insights(review("Fine."), InsightOutput(insights=[draft("Bad.")]), DIMS)
+
+
+# -- quotes in the original language, with their translation --------------------------------
+
+
+def test_a_translated_reviews_quote_is_its_original_with_the_translation_beside_it() -> None:
+    r = translated_review()
+    answer = InsightOutput(
+        insights=[
+            draft(
+                "Le son saute dans le train.",
+                "Sound quality",
+                aspect="sound",
+                quote_translation="  The sound skips\n on the train. ",
+            )
+        ]
+    )
+    (ins,) = build_insights(r, answer, DIMS)
+    assert ins.quote == "Le son saute dans le train."
+    assert ORIGINAL[ins.quote_start : ins.quote_end] == ins.quote
+    assert ins.quote_translation == "The sound skips on the train."
+    assert ins.external_review_id == "client-42" and ins.review_id == "r1"
+    row = insight_row("job", ins)
+    assert row["quote_translation"] == "The sound skips on the train."
+    assert row["external_review_id"] == "client-42"
+    assert not ins.quote.startswith("[")
+
+
+def test_a_quote_of_the_translation_is_rejected_so_the_model_is_asked_again() -> None:
+    r = translated_review()
+    check = answer_validator(r.original)
+    with pytest.raises(QuoteNotFound):
+        check(InsightOutput(insights=[draft("The sound skips on the train.")]))
+    with pytest.raises(QuoteNotFound):
+        build_insights(r, InsightOutput(insights=[draft("The sound skips on the train.")]), DIMS)
+
+
+def test_quote_translation_is_dropped_for_a_review_in_the_target_language() -> None:
+    answer = InsightOutput(insights=[draft("Fits well.", quote_translation="Fits well.")])
+    (ins,) = build_insights(review("Fits well."), answer, DIMS)
+    assert ins.quote_translation is None
+
+
+def test_quote_translation_is_capped_and_never_stores_nul() -> None:
+    r = translated_review()
+    quote = "La batterie tient deux jours."
+    runaway = "word\x00 " * 2000
+    answer = InsightOutput(insights=[draft(quote, quote_translation=runaway)])
+    (ins,) = build_insights(r, answer, DIMS)
+    assert ins.quote_translation is not None and "\x00" not in ins.quote_translation
+    assert len(ins.quote_translation) <= min(MAX_QUOTE_TRANSLATION, 4 * len(quote) + 200)
+    assert ins.quote_translation.endswith("\u2026")
+    blank = InsightOutput(insights=[draft(quote, quote_translation="   ")])
+    assert build_insights(r, blank, DIMS)[0].quote_translation is None
+
+
+def test_insights_carry_the_clients_review_id_or_none() -> None:
+    answer = InsightOutput(insights=[draft("La batterie tient deux jours.")])
+    (ins,) = build_insights(translated_review(external_id=None), answer, DIMS)
+    assert ins.external_review_id is None
+    assert insight_row("job", ins)["external_review_id"] is None
 
 
 # -- assembly --------------------------------------------------------------------------------
@@ -343,6 +441,33 @@ async def test_handler_extracts_dead_letters_alone_and_bounds_concurrency() -> N
     assert [len(e.review_ids) for e in events] == [11, 10]
     assert all(e.key == b"j1" for e in result.events)
     assert result.reviews_out == 21
+
+
+async def test_handler_reads_the_original_and_stores_translation_and_client_id() -> None:
+    model = JobModel.from_row([{"name": "Sound quality"}], {})
+    quote = "Le son saute dans le train."
+    answer = {
+        "insights": [
+            draft(
+                quote, "Sound quality", quote_translation="The sound skips on the train."
+            ).model_dump()
+        ]
+    }
+    llm = FakeLLM({ORIGINAL: answer})  # answers only when sent the original text
+    handler = InsightHandler(FakeModels({"j": model}), llm, "voc.")
+    ev = ReviewsTranslated(job_id="j", target_language="en", reviews=[translated_review()])
+    result = await handler.handle([incoming(ev)])
+    assert not result.dead_letters
+    tables = {spec.table.name: rows for spec, rows in result.upserts}
+    (row,) = tables["insights"]
+    assert (row["quote"], row["quote_translation"], row["external_review_id"]) == (
+        quote,
+        "The sound skips on the train.",
+        "client-42",
+    )
+    (event,) = [InsightsExtracted.model_validate_json(e.value) for e in result.events]
+    assert event.insights[0].external_review_id == "client-42"
+    assert event.insights[0].quote_translation == "The sound skips on the train."
 
 
 async def test_handler_lets_infrastructure_errors_retry_the_batch() -> None:

@@ -18,12 +18,16 @@ Fault variants used by the server (`drop_one_item`, `paraphrase_quotes`) live he
 from __future__ import annotations
 
 import re
-from bisect import bisect_right
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from typing import Any
+
+from voc.fake_llm.gloss import gloss, gloss_term
+from voc.fake_llm.lexicons import SPECS
+from voc.fake_llm.sentiment import clauses, opinion_marks, passage_score, squash
 
 # --- lexicons -------------------------------------------------------------------------
 
@@ -53,7 +57,11 @@ LEXICON: tuple[LexDimension, ...] = (
         "Whether the product is worth what it costs.",
         ("price", "value", "expensive", "cheap", "worth", "cost", "money", "preis", "teuer",
          "günstig", "billig", "geld", "precio", "caro", "barato", "dinero", "prix", "cher",
-         "argent", "値段", "価格", "安い", "价格", "便宜", "性价比"),
+         "argent", "値段", "価格", "安い", "价格", "便宜", "性价比",
+         # offers and bargains are about the price too
+         "bargain", "deal", "sale", "schnäppchen", "angebot", "preis-leistung", "oferta",
+         "ganga", "chollo", "promo", "promotion", "soldes", "セール", "お得", "コスパ", "打折",
+         "划算", "实惠"),
         ("price", "value"),
     ),
     LexDimension(
@@ -228,26 +236,6 @@ FIVE_W_DEFAULTS = {
     "why": "to replace an old one",
 }
 
-POSITIVE = (
-    "good", "great", "excellent", "love", "perfect", "amazing", "awesome", "happy",
-    "recommend", "best", "nice", "fantastic", "works well", "satisfied", "gut", "super",
-    "toll", "perfekt", "liebe", "empfehle", "zufrieden", "schön", "prima", "ausgezeichnet",
-    "bueno", "buena", "excelente", "genial", "perfecto", "encanta", "recomiendo", "feliz",
-    "bon", "bonne", "parfait", "adore", "recommande", "satisfait", "génial", "beau",
-    "良い", "最高", "満足", "素晴らしい", "好き", "便利", "满意", "喜欢", "不错", "完美", "很好",
-)
-NEGATIVE = (
-    "bad", "poor", "terrible", "awful", "broke", "broken", "disappointed", "disappointing",
-    "worst", "waste", "hate", "problem", "issue", "flimsy", "defective", "stopped working",
-    "useless", "schlecht", "enttäuscht", "enttäuschend", "kaputt", "defekt", "problem",
-    "leider", "schrecklich", "mangelhaft", "malo", "mala", "roto", "decepcionado",
-    "problema", "horrible", "pésimo", "mauvais", "mauvaise", "déçu", "déçue", "cassé",
-    "problème", "nul", "悪い", "残念", "壊れ", "不満", "最悪", "差", "失望", "坏", "问题",
-    "不好", "太慢",
-)
-NEGATORS = ("not", "never", "no", "nicht", "kein", "keine", "nie", "nunca", "pas", "jamais",
-            "ない", "不", "没")
-
 # fmt: on
 
 _CJK_RE = re.compile(r"[\u3040-\u30ff\u3400-\u9fff]")
@@ -255,7 +243,115 @@ _NON_LATIN_RE = re.compile(r"[\u0400-\u04ff\u3040-\u30ff\u3400-\u9fff\uac00-\ud7
 _SENTENCE_RE = re.compile(r"[^.!?。！？\n]+[.!?。！？]*")
 _WORD_RE = re.compile(r"\w+", re.UNICODE)
 
-Label = tuple[str, str]  # (kind, name): ("dim", "Battery life"), ("pos", ""), ("who", ...)
+Label = tuple[str, str]  # (kind, name): ("dim", "Battery life"), ("who", "parents"), ...
+
+NEUTRAL_BAND = 0.05  # |score| below this is "neutral"
+RATING_PRIOR = 0.3  # the lean of a review without a single opinion word, from its stars
+MAX_DIMENSIONS_PER_PASSAGE = 3
+# Keywords that describe rather than name ("fast shipping" is about delivery, not about
+# performance): they give a passage its dimension only when no naming keyword does.
+DESCRIBING_KEYWORDS = frozenset(
+    {
+        "fast",
+        "slow",
+        "schnell",
+        "langsam",
+        "rápido",
+        "rapido",
+        "lento",
+        "rapide",
+        "lent",
+        "cheap",
+        "billig",
+        "günstig",
+        "barato",
+        "安い",
+        "便宜",
+        "expensive",
+        "teuer",
+        "caro",
+        "cher",
+        "easy",
+        "einfach",
+        "fácil",
+        "facil",
+        "facile",
+        "簡単",
+        "简单",
+        "difficult",
+        "loud",
+        "laut",
+        "soft",
+        "weich",
+        "suave",
+        "heavy",
+        "schwer",
+        "pesado",
+        "lourd",
+        "look",
+        "looks",
+        "beautiful",
+        "pretty",
+        "bonito",
+        "joli",
+        "tight",
+        "loose",
+        "serré",
+        "sturdy",
+        "flimsy",
+        "durable",
+        "solide",
+        "duradero",
+        "haltbar",
+        "comfortable",
+        "bequem",
+        "cómodo",
+        "comodo",
+        "confortable",
+        "快適",
+        "舒适",
+        "舒服",
+        "ugly",
+    }
+)
+OVERALL = "overall impression"  # the aspect of an opinion on no dimension
+
+# fmt: off
+# Endings a keyword may take and still be the same word ("charge" -> "charged", "batería"
+# -> "baterías", "Akku" -> "Akkus"): keywords match whole words, never a word's prefix.
+INFLECTIONS = frozenset(
+    {"s", "es", "e", "en", "er", "ers", "n", "ed", "d", "ing", "y", "ies", "a", "as", "o",
+     "os", "x", "t", "te", "ten", "st", "ment", "ments"}
+)
+# German compounds hold their keywords ("Akkulaufzeit", "Klangqualität"); the keyword and
+# the rest must both be this long, so short function words never match inside a word.
+COMPOUND_MIN = 4
+# Words that are a keyword of some language but, in the review's language, a function
+# word or another word altogether: Spanish "son" is "they are", English "son" a child,
+# German "fast" is "almost" and "lag" is "lay", French "ton" is "your".
+NOT_AN_ASPECT: dict[str, frozenset[str]] = {
+    "en": frozenset({"son", "sons", "ton", "tons", "lent", "notice", "noticed", "notices",
+                     "cher", "sav"}),
+    "es": frozenset({"son", "ton", "sav"}),
+    "fr": frozenset({"ton", "tons", "sale", "sales"}),
+    "de": frozenset({"fast", "lag", "son", "sav"}),
+}
+# French "son" is the sound after a determiner ("le son", "du son") and "his/her" before
+# a noun ("son prix").
+SOUND_DETERMINERS = frozenset({"le", "un", "du", "au", "ce", "bon", "quel", "mauvais",
+                               "meilleur", "les", "des", "ces", "leur"})
+# CJK words that contain a keyword but are not about it ("出色" outstanding holds "色"
+# colour, "色々" various, "音楽" music holds "音" sound).
+NOT_AN_ASPECT_CJK = ("出色", "特色", "角色", "景色", "色々", "色んな", "色んな", "音楽", "音乐",
+                     "発音", "本音", "箱根")
+# fmt: on
+
+
+def _fold(word: str) -> str:
+    """A word as keywords are matched: casefolded, without accents (keywords are
+    multilingual and customers often leave accents off)."""
+    word = word.casefold()
+    return "".join(c for c in unicodedata.normalize("NFD", word) if not unicodedata.combining(c))
 
 
 @dataclass(frozen=True)
@@ -270,9 +366,12 @@ class Hit:
 class KeywordIndex:
     """Find many multilingual keywords in a text in one pass over its words.
 
-    Latin keywords match at the start of a word and may be a prefix of it ("deliver"
-    matches "delivered"); multi-word keywords match word by word, the last word by
-    prefix. CJK keywords match anywhere (substring). Case-insensitive.
+    Latin keywords match whole words, with an inflectional ending ("deliver" matches
+    "delivered", not "deliverance"); multi-word keywords match word by word, the last
+    word with an ending; in German a keyword may open a compound ("Akkulaufzeit"). CJK
+    keywords match anywhere (substring), except inside the compounds of
+    `NOT_AN_ASPECT_CJK`. Case- and accent-insensitive. Dimension keywords that are a
+    function word in the review's language (`NOT_AN_ASPECT`) are skipped.
     """
 
     def __init__(self, entries: Iterable[tuple[Label, Iterable[str]]]) -> None:
@@ -284,51 +383,83 @@ class KeywordIndex:
                 if _CJK_RE.search(kw):
                     self._cjk.append((kw, label))
                     continue
-                toks = tuple(_WORD_RE.findall(kw))
+                toks = tuple(_fold(t) for t in _WORD_RE.findall(kw))
                 if toks:
                     self._first.setdefault(toks[0], []).append((toks, label, kw))
-        self._min = min((len(k) for k in self._first), default=1)
 
-    def find(self, text: str) -> list[Hit]:
+    def find(self, text: str, language: str | None = None) -> list[Hit]:
         """Every keyword occurrence, in text order (one hit per label and position)."""
-        folded = text.casefold()
+        lang = language or detect_language(text)
+        words = [(m.start(), m.group(), _fold(m.group())) for m in _WORD_RE.finditer(text)]
         hits: list[Hit] = []
-        if len(folded) == len(text):  # positions stay valid (casefold may expand ß)
-            words = [(m.start(), m.group()) for m in _WORD_RE.finditer(folded)]
-        else:
-            words = [(m.start(), m.group().casefold()) for m in _WORD_RE.finditer(text)]
-        first = self._first
-        for i, (pos, w) in enumerate(words):
+        for i, (pos, _, w) in enumerate(words):
             seen: set[Label] = set()
-            for k in range(len(w), self._min - 1, -1):
-                cands = first.get(w[:k])
-                if not cands:
-                    continue
-                for toks, label, kw in cands:
-                    if label in seen or not _rest_matches(toks, k == len(w), words, i):
+            for stem, exact in _stems(w, lang):
+                for toks, label, kw in self._first.get(stem, ()):
+                    if label in seen or not _rest_matches(toks, exact, words, i):
+                        continue
+                    if label[0] == "dim" and not _is_aspect(lang, words, i):
                         continue
                     seen.add(label)
                     hits.append(Hit(label, kw, pos))
-        if self._cjk and _CJK_RE.search(folded):
+        if self._cjk and _CJK_RE.search(text):
+            folded = text.casefold() if len(text.casefold()) == len(text) else text
+            blocked = _blocked_cjk(folded)
             for kw, label in self._cjk:
                 at = folded.find(kw)
                 while at >= 0:
-                    hits.append(Hit(label, kw, at))
+                    if label[0] != "dim" or at not in blocked:
+                        hits.append(Hit(label, kw, at))
                     at = folded.find(kw, at + len(kw))
-        hits.sort(key=lambda h: h.pos)
+        hits.sort(key=lambda h: (h.pos, -len(h.keyword)))  # "音质" before "音"
         return hits
 
 
+def _stems(word: str, language: str) -> list[tuple[str, bool]]:
+    """The keys a word may be found under: itself (exact), the word less an inflectional
+    ending, and in German the head of a compound; (key, whether it is the whole word)."""
+    out = [(word, True)]
+    for k in range(1, 6):
+        if len(word) - k >= 2 and word[-k:] in INFLECTIONS:
+            out.append((word[:-k], False))
+    if language == "de":
+        out.extend((word[:k], False) for k in range(COMPOUND_MIN, len(word) - COMPOUND_MIN + 1))
+    return out
+
+
+def _is_aspect(language: str, words: list[tuple[int, str, str]], i: int) -> bool:
+    """Whether the i-th word may name an aspect in this language (see NOT_AN_ASPECT)."""
+    w = words[i][2]
+    if w in NOT_AN_ASPECT.get(language, ()):
+        return False
+    if language == "fr" and w in ("son", "sons"):
+        return i > 0 and words[i - 1][2] in SOUND_DETERMINERS
+    if language == "de" and w == "laut" and i + 1 < len(words):
+        return not words[i + 1][1][:1].isupper()  # "laut Hersteller": according to
+    return True
+
+
+def _blocked_cjk(text: str) -> set[int]:
+    """Positions inside the compounds of NOT_AN_ASPECT_CJK."""
+    out: set[int] = set()
+    for word in NOT_AN_ASPECT_CJK:
+        at = text.find(word)
+        while at >= 0:
+            out.update(range(at, at + len(word)))
+            at = text.find(word, at + 1)
+    return out
+
+
 def _rest_matches(
-    toks: tuple[str, ...], first_exact: bool, words: list[tuple[int, str]], i: int
+    toks: tuple[str, ...], first_exact: bool, words: list[tuple[int, str, str]], i: int
 ) -> bool:
     if len(toks) == 1:
         return True
     if not first_exact or i + len(toks) > len(words):
         return False
     for j, t in enumerate(toks[1:], start=1):
-        w = words[i + j][1]
-        if not (w == t or (j == len(toks) - 1 and w.startswith(t))):
+        w = words[i + j][2]
+        if not (w == t or (j == len(toks) - 1 and w.startswith(t) and w[len(t) :] in INFLECTIONS)):
             return False
     return True
 
@@ -368,11 +499,7 @@ def dimension_keywords(name: str, description: str = "") -> tuple[str, ...]:
 
 
 def _base_entries() -> list[tuple[Label, Iterable[str]]]:
-    entries: list[tuple[Label, Iterable[str]]] = [
-        (("pos", ""), POSITIVE),
-        (("neg", ""), NEGATIVE),
-        (("not", ""), NEGATORS),
-    ]
+    entries: list[tuple[Label, Iterable[str]]] = []
     for w, labels in FIVE_W.items():
         entries.extend(((w, label), words) for label, words in labels)
     return entries
@@ -380,7 +507,7 @@ def _base_entries() -> list[tuple[Label, Iterable[str]]]:
 
 @lru_cache(maxsize=512)
 def index_for(dimensions: tuple[tuple[str, str], ...]) -> KeywordIndex:
-    """The index of sentiment, 5W and the given (name, description) dimensions."""
+    """The index of 5W and the given (name, description) dimensions."""
     entries = _base_entries()
     entries.extend((("dim", n), dimension_keywords(n, d)) for n, d in dimensions)
     return KeywordIndex(entries)
@@ -443,34 +570,30 @@ def detect_language(text: str) -> str:
     return best
 
 
-def sentiment_from_hits(hits: Iterable[Hit], rating: int | None) -> tuple[str, float]:
-    """(sentiment, score) from the lexicon hits of a sentence, the rating breaking ties."""
-    pos = neg = negated = 0
-    for h in hits:
-        kind = h.label[0]
-        if kind == "pos":
-            pos += 1
-        elif kind == "neg":
-            neg += 1
-        elif kind == "not":
-            negated += 1
-    if pos and not neg and negated:
-        pos, neg = 0, pos
-    if pos > neg:
-        return "positive", round(0.5 + 0.1 * min(4, pos - neg), 2)
-    if neg > pos:
-        return "negative", round(-0.5 - 0.1 * min(4, neg - pos), 2)
-    if rating is not None:
-        if rating >= 4:
-            return "positive", 0.4
-        if rating <= 2:
-            return "negative", -0.4
-    return "neutral", 0.0
+def language_of(given: Any, text: str) -> str:
+    """The language a review is read in: the given ISO code if the fake has a lexicon for
+    it ("de", "de-AT"), else the detected one."""
+    if isinstance(given, str):
+        code = given.strip().casefold().replace("_", "-").split("-")[0]
+        if code in SPECS:
+            return code
+    return detect_language(text)
 
 
-def sentiment_of(sentence: str, rating: int | None) -> tuple[str, float]:
-    """(sentiment, score) of a sentence from the lexicon, the rating breaking ties."""
-    return sentiment_from_hits(lexicon_index().find(sentence), rating)
+def sentiment_label(score: float) -> str:
+    """ "positive", "negative" or "neutral" for a score in [-1, 1]."""
+    if score >= NEUTRAL_BAND:
+        return "positive"
+    if score <= -NEUTRAL_BAND:
+        return "negative"
+    return "neutral"
+
+
+def review_prior(rating: int | None) -> float:
+    """The weak lean a star rating gives the review as a whole (never one sentence)."""
+    if rating is None or rating == 3:
+        return 0.0
+    return RATING_PRIOR if rating > 3 else -RATING_PRIOR
 
 
 # --- stages ------------------------------------------------------------------------
@@ -510,7 +633,8 @@ def answer_learn(inp: dict[str, Any]) -> dict[str, Any]:
 
 
 def answer_translate(inp: dict[str, Any]) -> dict[str, Any]:
-    """`[src->tgt] text` for every item, in order."""
+    """A word-for-word gloss of every item into the target language, in order (see
+    `voc.fake_llm.gloss`); the source language is detected when not given."""
     tgt = str(inp.get("target_language") or "en")
     items = []
     for it in inp.get("items") or []:
@@ -519,62 +643,162 @@ def answer_translate(inp: dict[str, Any]) -> dict[str, Any]:
         text = str(it.get("text") or "")
         src = it.get("source_language") or detect_language(text)
         items.append(
-            {
-                "id": str(it.get("id")),
-                "translation": f"[{src}->{tgt}] {text}",
-                "source_language": src,
-            }
+            {"id": str(it.get("id")), "translation": gloss(text, src, tgt), "source_language": src}
         )
     return {"items": items}
 
 
+@dataclass(frozen=True)
+class Passage:
+    """A quotable run of clauses of one sentence, with the dimensions it speaks of."""
+
+    start: int
+    end: int
+    dims: tuple[Hit, ...]  # the first hit of each dimension, in learned order
+    hits: tuple[Hit, ...]  # every hit inside (5W too)
+
+
 def answer_insight(inp: dict[str, Any]) -> dict[str, Any]:
-    """Insights per matching sentence; quotes are exact substrings of the text."""
+    """Insights read from the original text (see the module docstring): one per dimension
+    a passage speaks of, or one "other" insight for an opinion on no dimension; every
+    quote an exact substring of `text`, with its gloss in the target language when the
+    review was translated."""
     text = str(inp.get("text") or "")
-    rating = inp.get("rating")
-    rating = rating if isinstance(rating, int) and not isinstance(rating, bool) else None
     spans = split_sentences(text)
     if not spans:
         return {"insights": []}
+    lang = language_of(inp.get("language"), text)
+    target = inp.get("target_language") if isinstance(inp.get("target_language"), str) else None
+    translation = inp.get("translation") if isinstance(inp.get("translation"), str) else None
+    rating = inp.get("rating")
+    rating = rating if isinstance(rating, int) and not isinstance(rating, bool) else None
     dims = tuple(
         (str(d.get("name")), str(d.get("description") or ""))
         for d in inp.get("dimensions") or []
         if isinstance(d, dict) and d.get("name")
     )
     order = {name: i for i, (name, _) in enumerate(dims)}
-    hits = index_for(dims).find(text)
-    per_sentence: list[list[Hit]] = [[] for _ in spans]
-    starts = [a for a, _ in spans]
-    for h in hits:
-        k = bisect_right(starts, h.pos) - 1
-        if k >= 0 and h.pos < spans[k][1]:
-            per_sentence[k].append(h)
+    hits = index_for(dims).find(text, lang)
+    aligned = split_sentences(translation) if translation else []
     insights = []
-    for (a, b), shits in zip(spans, per_sentence, strict=True):
-        dim_hits = [h for h in shits if h.label[0] == "dim"]
-        if dim_hits:
-            first = min(dim_hits, key=lambda h: (order[h.label[1]], h.pos))
-            insights.append(_insight(first.label[1], first.keyword, text[a:b], shits, rating))
-    if not insights:
+    for k, (a, b) in enumerate(spans):
+        marks = opinion_marks(text[a:b], lang)
+        for p in _passages(text, a, b, [h for h in hits if a <= h.pos < b], order, lang):
+            raw = passage_score(marks, p.start - a, p.end - a)
+            quote = text[p.start : p.end]
+            quote_tr = _quote_translation(
+                quote,
+                (p.start, p.end) == (a, b),
+                translation,
+                aligned,
+                k,
+                len(spans),
+                lang,
+                target,
+            )
+            base = {"quote": quote, "quote_translation": quote_tr, **_five_w(p.hits)}
+            if p.dims:
+                for h in p.dims[:MAX_DIMENSIONS_PER_PASSAGE]:
+                    aspect = gloss_term(h.keyword, lang, target)
+                    insights.append(_insight(h.label[1], aspect, squash(raw), base))
+            elif raw:
+                aspect = gloss_term(OVERALL, "en", target)
+                insights.append(_insight(OTHER, aspect, squash(raw), base))
+    if not insights:  # no opinion word at all: the stars are all there is to go by
         a, b = spans[0]
-        insights.append(_insight(OTHER, "general", text[a:b], per_sentence[0], rating))
+        quote = text[a:b]
+        quote_tr = _quote_translation(
+            quote, True, translation, aligned, 0, len(spans), lang, target
+        )
+        base = {"quote": quote, "quote_translation": quote_tr, **_five_w(hits)}
+        insights.append(
+            _insight(OTHER, gloss_term(OVERALL, "en", target), review_prior(rating), base)
+        )
     return {"insights": insights}
 
 
-def _insight(
-    dimension: str, aspect: str, quote: str, hits: list[Hit], rating: int | None
-) -> dict[str, Any]:
-    sentiment, score = sentiment_from_hits(hits, rating)
-    out: dict[str, Any] = {
+def _quote_translation(
+    quote: str,
+    whole_sentence: bool,
+    translation: str | None,
+    aligned: list[tuple[int, int]],
+    k: int,
+    n_sentences: int,
+    lang: str,
+    target: str | None,
+) -> str | None:
+    """The quote in the target language: the k-th sentence of the translation when the
+    sentences line up (the gloss of a clause if it lies in that sentence, else the whole
+    sentence), the quote's own gloss when they do not; None for an untranslated review."""
+    if translation is None:
+        return None
+    glossed = gloss(quote, lang, target or lang)
+    if len(aligned) != n_sentences:
+        return glossed
+    sentence = translation[aligned[k][0] : aligned[k][1]]
+    if not whole_sentence and glossed in sentence:
+        return glossed
+    return sentence
+
+
+def _passages(
+    text: str, a: int, b: int, hits: list[Hit], order: dict[str, int], lang: str
+) -> list[Passage]:
+    """The passages of the sentence `text[a:b]`: its clauses, a new passage starting at
+    each clause that brings a dimension the current passage does not have (clauses
+    without one join the passage they stand in), each trimmed to a clean quote."""
+    groups: list[tuple[int, int, list[Hit]]] = []
+    for ca, cb in clauses(text[a:b], lang):
+        ca, cb = a + ca, a + cb
+        inside = [h for h in hits if ca <= h.pos < cb]
+        clause_dims = {h.label[1] for h in inside if h.label[0] == "dim"}
+        if groups:
+            have = {h.label[1] for h in groups[-1][2] if h.label[0] == "dim"}
+            if not clause_dims or not have or clause_dims <= have:
+                groups[-1] = (groups[-1][0], cb, groups[-1][2] + inside)
+                continue
+        groups.append((ca, cb, inside))
+    out = []
+    for ga, gb, inside in groups:
+        while ga < gb and (text[ga].isspace() or text[ga] in _QUOTE_TRIM):
+            ga += 1
+        while gb > ga and (text[gb - 1].isspace() or text[gb - 1] in _QUOTE_TRIM):
+            gb -= 1
+        if not any(ch.isalnum() for ch in text[ga:gb]):
+            continue
+        naming: dict[str, Hit] = {}
+        describing: dict[str, Hit] = {}
+        for h in inside:
+            if h.label[0] == "dim":
+                kind = describing if h.keyword in DESCRIBING_KEYWORDS else naming
+                kind.setdefault(h.label[1], h)
+        chosen = naming or describing
+        ranked = tuple(sorted(chosen.values(), key=lambda h: (order[h.label[1]], h.pos)))
+        out.append(Passage(ga, gb, ranked, tuple(inside)))
+    return out
+
+
+_QUOTE_TRIM = frozenset(",;:\u3001\uff0c\uff1b\uff1a-\u2013\u2014")
+
+
+def _five_w(hits: Iterable[Hit]) -> dict[str, str | None]:
+    """The first 5W label of each kind among the hits."""
+    out: dict[str, str | None] = dict.fromkeys(("who", "what", "when", "where", "why"))
+    for h in hits:
+        if h.label[0] in out and out[h.label[0]] is None:
+            out[h.label[0]] = h.label[1]
+    return out
+
+
+def _insight(dimension: str, aspect: str, score: float, base: dict[str, Any]) -> dict[str, Any]:
+    label = sentiment_label(score)
+    return {
         "dimension": dimension,
         "aspect": aspect,
-        "sentiment": sentiment,
-        "score": score,
-        "quote": quote,
+        "sentiment": label,
+        "score": score if label != "neutral" else 0.0,
+        **base,
     }
-    for w in ("who", "what", "when", "where", "why"):
-        out[w] = next((h.label[1] for h in hits if h.label[0] == w), None)
-    return out
 
 
 def five_w_labels(text: str) -> dict[str, list[str]]:

@@ -217,6 +217,9 @@ def translated_event(
             source_language=t.source_language,
             translated=t.translated,
             rating=r.rating,
+            # Quotes are taken from the original; the translation is shown beside them.
+            original_text=r.text if t.translated else None,
+            external_id=r.external_id,
         )
         for r in event.reviews
         if (t := done.get(r.id)) is not None
