@@ -118,6 +118,13 @@ class Insight(BaseModel):
     quote_start: int
     quote_end: int
     five_w: dict[str, str | None] = Field(default_factory=dict)
+    quote_translation: str | None = Field(
+        default=None,
+        description="the quote in the job's target language; None when the review is in it",
+    )
+    external_review_id: str | None = Field(
+        default=None, description="the review_id the client uploaded"
+    )
 
 
 class InsightsExtracted(Event):
