@@ -12,8 +12,9 @@ dimension (themes form a dimension -> theme hierarchy; a theme never spans dimen
   while their centroids' cosine reaches `merge_threshold`, and further while the job has
   more than `max_themes` themes), and small themes that had a full interval to grow
   (fewer than `min_size` insights) are absorbed by their nearest established theme
-  when it is similar enough (`absorb_threshold`). A merge is recorded (merged theme -> surviving theme, chains
-  compressed so one lookup resolves any id) and the surviving theme is renamed by the LLM.
+  when it is similar enough (`absorb_threshold`). A merge is recorded (merged theme ->
+  surviving theme, chains compressed so one lookup resolves any id) and the surviving
+  theme is renamed by the LLM.
 
 **The determinism rule** (same membership on every replica, replay and restart):
 
