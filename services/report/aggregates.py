@@ -6,10 +6,21 @@ tested without a database. Everything is recomputed from the stage tables each t
 replay or a rebuild gives the same report for the same rows.
 
 Sentiment scores are the insight stage's scores (-1 most negative .. +1 most positive).
+An insight's theme is its membership resolved through `theme_merges` (a merged theme's
+insights count for the theme that absorbed it); merged themes are not listed.
+
+**Impact** (Thematic-style) of a theme, a theme's praise or complaints, or a dimension:
+the job's mean star rating minus the mean rating of the reviews that do not carry it,
+with the number of (rated) reviews behind it - what the average would gain or lose
+without it. Jobs without enough ratings (surveys, tickets) get the same measure on the
+reviews' mean sentiment instead (`impact.basis` says which one ranks). Pain points and
+delights are themes' complaints and praise with at least `min_support` reviews, ranked by
+impact: volume and intensity both count, a two-review complaint cannot top the list.
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,18 +32,27 @@ from psycopg.rows import dict_row
 Row = Mapping[str, Any]
 
 TOP_THEMES = 10
-POINTS_PER_DIMENSION = 3
 MAX_POINTS = 12
 QUOTES_PER_POINT = 3
 TAGS_PER_W = 6
 TREND_MIN_REVIEWS = 20  # fewer reviews than this: halves are too small to call a trend
 TREND_MIN_DELTA = 0.02  # share change (absolute) below which a theme is "stable"
 FIVE_W = ("who", "what", "when", "where", "why")
+MIN_SUPPORT = 3  # reviews a pain point or delight needs at least ...
+MIN_SUPPORT_SHARE = 0.005  # ... and at least this share of the job's reviews
+MIN_RATED = 10  # rated reviews below which impact ranks by sentiment, not stars
 SENTIMENTS = ("positive", "negative", "neutral")
 
 # -- SQL ------------------------------------------------------------------------------------
 # Every query takes %(job)s. Joins on job_id as well as the row key so the per-job
 # indexes serve them.
+
+# An insight's theme, resolved through the merges (chains are compressed: one join).
+_MEMBERS = """
+  SELECT coalesce(g.into_id, m.theme_id) AS theme_id, m.insight_id, m.review_id
+  FROM theme_members m LEFT JOIN theme_merges g ON g.theme_id = m.theme_id
+  WHERE m.job_id = %(job)s
+"""
 
 Q_COUNTS = """
 SELECT
@@ -42,7 +62,8 @@ SELECT
   (SELECT count(*) FROM review_insights WHERE job_id = %(job)s) AS with_insights,
   (SELECT count(*) FROM review_themed WHERE job_id = %(job)s) AS themed,
   (SELECT count(*) FROM insights WHERE job_id = %(job)s) AS insights,
-  (SELECT count(*) FROM themes WHERE job_id = %(job)s) AS themes,
+  (SELECT count(*) FROM themes t WHERE t.job_id = %(job)s
+     AND NOT EXISTS (SELECT 1 FROM theme_merges g WHERE g.theme_id = t.id)) AS themes,
   (SELECT avg(rating)::float FROM reviews WHERE job_id = %(job)s) AS average_rating
 """
 
@@ -64,36 +85,73 @@ FROM insights WHERE job_id = %(job)s
 GROUP BY dimension, sentiment
 """
 
-Q_THEMES = """
+Q_THEMES = f"""
+WITH members AS ({_MEMBERS})
 SELECT t.id, t.name, t.description, t.dimension, i.sentiment,
        count(*) AS n, avg(i.score)::float AS mean
-FROM themes t
-JOIN theme_members m ON m.theme_id = t.id AND m.job_id = t.job_id
-JOIN insights i ON i.id = m.insight_id
-WHERE t.job_id = %(job)s
+FROM members x
+JOIN themes t ON t.id = x.theme_id
+JOIN insights i ON i.id = x.insight_id
 GROUP BY t.id, t.name, t.description, t.dimension, i.sentiment
 """
 
 # Reviews split in two halves by when they were written (or, lacking dates, ingest order);
 # a theme's insights are counted per half for its trend.
-Q_THEME_HALVES = """
+Q_THEME_HALVES = f"""
 WITH ordered AS (
   SELECT id, ntile(2) OVER (ORDER BY created_at_src NULLS LAST, ingested_at, origin, id) AS half
   FROM reviews WHERE job_id = %(job)s
-)
-SELECT m.theme_id, o.half, count(*) AS n
-FROM theme_members m JOIN ordered o ON o.id = m.review_id
-WHERE m.job_id = %(job)s
-GROUP BY m.theme_id, o.half
+), members AS ({_MEMBERS})
+SELECT x.theme_id, o.half, count(*) AS n
+FROM members x JOIN ordered o ON o.id = x.review_id
+GROUP BY x.theme_id, o.half
 """
 
-Q_POINTS = """
-SELECT dimension, lower(aspect) AS aspect, sentiment, count(*) AS n, avg(score)::float AS mean,
-       (array_agg(jsonb_build_object('quote', quote, 'review_id', review_id, 'score', score)
-                  ORDER BY abs(score) DESC, id))[1:8] AS quotes
-FROM insights
-WHERE job_id = %(job)s AND sentiment IN ('positive', 'negative')
-GROUP BY dimension, lower(aspect), sentiment
+# What impact is computed from: per theme, per theme and polarity, per dimension, and for
+# the whole job, the reviews carrying it with the sum (and count) of their ratings and of
+# their mean insight scores.
+Q_IMPACT = f"""
+WITH per_review AS (
+  SELECT r.id, r.rating, avg(i.score) AS sentiment
+  FROM reviews r LEFT JOIN insights i ON i.review_id = r.id AND i.job_id = r.job_id
+  WHERE r.job_id = %(job)s
+  GROUP BY r.id, r.rating
+), members AS (
+  SELECT x.theme_id, x.review_id, i.sentiment
+  FROM ({_MEMBERS}) x JOIN insights i ON i.id = x.insight_id
+), links AS (
+  SELECT DISTINCT 'theme' AS kind, theme_id AS key, review_id FROM members
+  UNION
+  SELECT DISTINCT 'theme:' || sentiment, theme_id, review_id FROM members
+  WHERE sentiment IN ('positive', 'negative')
+  UNION
+  SELECT DISTINCT 'dimension', dimension, review_id FROM insights WHERE job_id = %(job)s
+  UNION ALL
+  SELECT 'all', '', id FROM per_review
+)
+SELECT l.kind, l.key, count(*) AS reviews, count(p.rating) AS rated,
+       coalesce(sum(p.rating), 0)::float AS rating_sum,
+       count(p.sentiment) AS scored, coalesce(sum(p.sentiment), 0)::float AS sentiment_sum
+FROM links l JOIN per_review p ON p.id = l.review_id
+GROUP BY l.kind, l.key
+"""
+
+# A theme's praise and complaints: counts, the most frequent aspect, the most intense
+# distinct quotes with the client's review id.
+Q_THEME_POINTS = f"""
+WITH members AS ({_MEMBERS})
+SELECT x.theme_id, t.name, t.description, t.dimension, i.sentiment,
+       count(*) AS n, avg(i.score)::float AS mean,
+       mode() WITHIN GROUP (ORDER BY lower(i.aspect)) AS aspect,
+       (array_agg(jsonb_build_object('quote', i.quote, 'review_id', i.review_id,
+                                     'external_review_id', r.external_id, 'score', i.score)
+                  ORDER BY abs(i.score) DESC, i.id))[1:8] AS quotes
+FROM members x
+JOIN themes t ON t.id = x.theme_id
+JOIN insights i ON i.id = x.insight_id
+JOIN reviews r ON r.id = i.review_id
+WHERE i.sentiment IN ('positive', 'negative')
+GROUP BY x.theme_id, t.name, t.description, t.dimension, i.sentiment
 """
 
 Q_FIVE_W_TAGS = """
@@ -138,6 +196,7 @@ class RawAggregates:
     themes: list[Row] = field(default_factory=list)
     theme_halves: list[Row] = field(default_factory=list)
     points: list[Row] = field(default_factory=list)
+    impact: list[Row] = field(default_factory=list)
     five_w_tags: list[Row] = field(default_factory=list)
     ratings: list[Row] = field(default_factory=list)
     languages: list[Row] = field(default_factory=list)
@@ -161,7 +220,8 @@ async def load_raw(conn: psycopg.AsyncConnection[Any], job_id: str) -> RawAggreg
         sentiment=await rows(Q_SENTIMENT_BY_DIMENSION),
         themes=await rows(Q_THEMES),
         theme_halves=await rows(Q_THEME_HALVES),
-        points=await rows(Q_POINTS),
+        points=await rows(Q_THEME_POINTS),
+        impact=await rows(Q_IMPACT),
         five_w_tags=await rows(Q_FIVE_W_TAGS),
         ratings=await rows(Q_RATING),
         languages=await rows(Q_LANGUAGES),
@@ -218,9 +278,10 @@ def coverage(themed: int, reviews: int) -> float:
 
 
 def build_sentiment_by_dimension(
-    rows: Sequence[Row], dimensions: Sequence[Row]
+    rows: Sequence[Row], dimensions: Sequence[Row], impact: ImpactIndex | None = None
 ) -> list[dict[str, Any]]:
-    """Per dimension: insight counts per sentiment, mean score and net sentiment.
+    """Per dimension: insight counts per sentiment, share, mean score, net sentiment, and
+    (given the impact rows) the reviews mentioning it and its impact.
 
     Learned dimensions without insights are listed too (with zeros), so the page shows
     what was looked for and not found; order is by number of insights.
@@ -237,23 +298,102 @@ def build_sentiment_by_dimension(
         if sentiment in SENTIMENTS:
             d[sentiment] += int(r["n"])
         d["_means"].append((int(r["n"]), r["mean"]))
+    all_insights = sum(d["positive"] + d["negative"] + d["neutral"] for d in per.values())
     out = []
     for name, d in per.items():
         total = d["positive"] + d["negative"] + d["neutral"]
-        out.append(
-            {
-                "dimension": name,
-                "description": descriptions.get(name, ""),
-                "insights": total,
-                "positive": d["positive"],
-                "negative": d["negative"],
-                "neutral": d["neutral"],
-                "mean_score": _r(_weighted_mean(d["_means"])),
-                "net_sentiment": _r((d["positive"] - d["negative"]) / total) if total else None,
-            }
-        )
+        entry: dict[str, Any] = {
+            "dimension": name,
+            "description": descriptions.get(name, ""),
+            "insights": total,
+            "share": _share(total, all_insights),
+            "positive": d["positive"],
+            "negative": d["negative"],
+            "neutral": d["neutral"],
+            "mean_score": _r(_weighted_mean(d["_means"])),
+            "net_sentiment": _r((d["positive"] - d["negative"]) / total) if total else None,
+        }
+        if impact is not None:
+            entry["impact"] = impact.of("dimension", name)
+        out.append(entry)
     out.sort(key=lambda x: (-x["insights"], x["dimension"]))
     return out
+
+
+# -- impact ---------------------------------------------------------------------------------
+
+
+def impact_delta(total: float, n: int, part_total: float, part_n: int) -> float | None:
+    """Mean over all `n` minus the mean over those outside the part (None if either side
+    is empty): what the part adds to (or takes from) the mean."""
+    if not part_n or n - part_n <= 0:
+        return None
+    return total / n - (total - part_total) / (n - part_n)
+
+
+@dataclass(frozen=True)
+class ImpactIndex:
+    """The `Q_IMPACT` rows by (kind, key), with the job's totals."""
+
+    rows: Mapping[tuple[str, str], Row]
+    whole: Row
+
+    @classmethod
+    def of_rows(cls, rows: Sequence[Row]) -> ImpactIndex:
+        """Index the query's rows."""
+        by = {(str(r["kind"]), str(r["key"])): r for r in rows}
+        return cls(by, by.get(("all", ""), {}))
+
+    @property
+    def basis(self) -> str:
+        """What impact ranks by: stars when enough reviews have them, else sentiment."""
+        return "rating" if int(self.whole.get("rated") or 0) >= MIN_RATED else "sentiment"
+
+    def of(self, kind: str, key: str) -> dict[str, Any]:
+        """The impact of one theme (`kind` "theme", "theme:negative", "theme:positive")
+        or dimension: reviews behind it, rating and sentiment deltas, mean with/without."""
+        part = self.rows.get((kind, key), {})
+        w, n = self.whole, int(part.get("reviews") or 0)
+        rated, w_rated = int(part.get("rated") or 0), int(w.get("rated") or 0)
+        scored, w_scored = int(part.get("scored") or 0), int(w.get("scored") or 0)
+        r_sum, w_r_sum = float(part.get("rating_sum") or 0), float(w.get("rating_sum") or 0)
+        s_sum, w_s_sum = float(part.get("sentiment_sum") or 0), float(w.get("sentiment_sum") or 0)
+        rating = impact_delta(w_r_sum, w_rated, r_sum, rated)
+        without = (w_r_sum - r_sum) / (w_rated - rated) if w_rated - rated > 0 else None
+        return {
+            "reviews": n,
+            "rated_reviews": rated,
+            "rating": _r(rating, 4),
+            "rating_with": _r(r_sum / rated, 3) if rated else None,
+            "rating_without": _r(without, 3),
+            "sentiment": _r(impact_delta(w_s_sum, w_scored, s_sum, scored), 4),
+        }
+
+    def summary(self, reviews: int) -> dict[str, Any]:
+        """How impact is measured in this report."""
+        w = self.whole
+        rated, scored = int(w.get("rated") or 0), int(w.get("scored") or 0)
+        return {
+            "basis": self.basis,
+            "rated_reviews": rated,
+            "average_rating": _r(float(w.get("rating_sum") or 0) / rated, 3) if rated else None,
+            "mean_sentiment": _r(float(w.get("sentiment_sum") or 0) / scored, 3)
+            if scored
+            else None,
+            "min_support": min_support(reviews),
+            "definition": "mean over all reviews minus the mean over the reviews without it",
+        }
+
+
+def min_support(reviews: int) -> int:
+    """Reviews a pain point or delight needs: MIN_SUPPORT, or 0.5% of a large job."""
+    return max(MIN_SUPPORT, math.ceil(MIN_SUPPORT_SHARE * reviews))
+
+
+def rank_value(impact: Mapping[str, Any], basis: str) -> float | None:
+    """The number a theme ranks by: its impact on the basis (sentiment if unrated)."""
+    value = impact.get(basis)
+    return value if value is not None else impact.get("sentiment")
 
 
 def theme_trend(earlier: int, later: int, earlier_total: int, later_total: int) -> dict[str, Any]:
@@ -277,10 +417,11 @@ def theme_trend(earlier: int, later: int, earlier_total: int, later_total: int) 
     }
 
 
-def build_top_themes(
-    rows: Sequence[Row], halves: Sequence[Row], limit: int = TOP_THEMES
+def build_themes(
+    rows: Sequence[Row], halves: Sequence[Row], impact: ImpactIndex | None = None
 ) -> list[dict[str, Any]]:
-    """The largest themes: size, share of themed insights, sentiment mix and trend."""
+    """Every theme, largest first: size, share of themed insights, sentiment mix, mean
+    score, trend, and (given the impact rows) reviews and impact."""
     themes: dict[str, dict[str, Any]] = {}
     for r in rows:
         t = themes.setdefault(
@@ -308,7 +449,7 @@ def build_top_themes(
         half_totals[half] = half_totals.get(half, 0) + int(h["n"])
     total = sum(t["size"] for t in themes.values())
     out = []
-    for t in sorted(themes.values(), key=lambda x: (-x["size"], x["name"], x["id"]))[:limit]:
+    for t in sorted(themes.values(), key=lambda x: (-x["size"], x["name"], x["id"])):
         means = t.pop("_means")
         t["share"] = _share(t["size"], total)
         t["mean_score"] = _r(_weighted_mean(means))
@@ -316,8 +457,51 @@ def build_top_themes(
         t["trend"] = theme_trend(
             counts.get(1, 0), counts.get(2, 0), half_totals.get(1, 0), half_totals.get(2, 0)
         )
+        if impact is not None:
+            t["impact"] = impact.of("theme", t["id"])
+            t["reviews"] = t["impact"]["reviews"]
         out.append(t)
     return out
+
+
+def build_top_themes(
+    rows: Sequence[Row],
+    halves: Sequence[Row],
+    limit: int = TOP_THEMES,
+    impact: ImpactIndex | None = None,
+) -> list[dict[str, Any]]:
+    """The largest themes (see `build_themes`)."""
+    return build_themes(rows, halves, impact)[:limit]
+
+
+def build_theme_hierarchy(
+    dimensions: Sequence[Mapping[str, Any]], themes: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """Dimension -> themes: each dimension with insights (its numbers, as in
+    `sentiment_by_dimension`) and all of its themes, largest first."""
+    by_dim: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for t in themes:
+        by_dim[str(t["dimension"])].append(t)
+    out = []
+    for d in dimensions:
+        if not d["insights"] and not by_dim.get(str(d["dimension"])):
+            continue
+        mine = by_dim.pop(str(d["dimension"]), [])
+        out.append({**d, "themes": [_theme_brief(t) for t in mine]})
+    for name, mine in sorted(by_dim.items()):  # themes of a dimension no longer learned
+        out.append(
+            {
+                "dimension": name,
+                "insights": sum(t["size"] for t in mine),
+                "themes": [_theme_brief(t) for t in mine],
+            }
+        )
+    return out
+
+
+def _theme_brief(t: Mapping[str, Any]) -> dict[str, Any]:
+    keys = ("id", "name", "size", "share", "sentiment", "mean_score", "reviews", "impact")
+    return {k: t[k] for k in keys if k in t}
 
 
 def _quotes(raw: Any, limit: int = QUOTES_PER_POINT) -> list[dict[str, Any]]:
@@ -328,7 +512,14 @@ def _quotes(raw: Any, limit: int = QUOTES_PER_POINT) -> list[dict[str, Any]]:
         if not text or text.casefold() in seen:
             continue
         seen.add(text.casefold())
-        out.append({"quote": q["quote"], "review_id": q.get("review_id"), "score": q.get("score")})
+        out.append(
+            {
+                "quote": q["quote"],
+                "review_id": q.get("review_id"),
+                "external_review_id": q.get("external_review_id"),
+                "score": q.get("score"),
+            }
+        )
         if len(out) >= limit:
             break
     return out
@@ -337,36 +528,46 @@ def _quotes(raw: Any, limit: int = QUOTES_PER_POINT) -> list[dict[str, Any]]:
 def build_points(
     rows: Sequence[Row],
     sentiment: str,
-    per_dimension: int = POINTS_PER_DIMENSION,
+    impact: ImpactIndex,
+    reviews: int,
     limit: int = MAX_POINTS,
 ) -> list[dict[str, Any]]:
-    """Pain points (`negative`) or delights (`positive`): top aspects per dimension.
-
-    Within a dimension aspects rank by mentions, then by intensity (|mean score|); the
-    overall list keeps at most `per_dimension` per dimension and `limit` in all, each with
-    up to three distinct verbatim quotes (most intense first) and their review ids.
-    """
-    by_dim: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    """Pain points (`negative`) or delights (`positive`): the complaints or the praise of
+    a theme, carried by at least `min_support(reviews)` reviews, ranked by impact (most
+    harmful complaints first, most helpful praise first), each with up to three distinct
+    verbatim quotes (most intense first) and their internal and client review ids."""
+    basis = impact.basis
+    floor = min_support(reviews)
+    points = []
     for r in rows:
         if r["sentiment"] != sentiment:
             continue
-        by_dim[str(r["dimension"])].append(
+        effect = impact.of(f"theme:{sentiment}", str(r["theme_id"]))
+        if effect["reviews"] < floor:
+            continue
+        points.append(
             {
+                "theme_id": str(r["theme_id"]),
+                "name": r["name"],
+                "description": r["description"],
                 "dimension": str(r["dimension"]),
-                "aspect": str(r["aspect"]),
+                "aspect": str(r["aspect"] or ""),
                 "mentions": int(r["n"]),
+                "reviews": effect["reviews"],
+                "share": _share(effect["reviews"], reviews),
                 "mean_score": _r(r["mean"]),
+                "impact": effect,
                 "quotes": _quotes(r["quotes"]),
             }
         )
-    picked: list[dict[str, Any]] = []
-    for items in by_dim.values():
-        items.sort(key=lambda x: (-x["mentions"], -abs(x["mean_score"] or 0), x["aspect"]))
-        picked.extend(items[:per_dimension])
-    picked.sort(
-        key=lambda x: (-x["mentions"], -abs(x["mean_score"] or 0), x["dimension"], x["aspect"])
-    )
-    return picked[:limit]
+    sign = 1 if sentiment == "negative" else -1
+
+    def order(p: dict[str, Any]) -> tuple[Any, ...]:
+        value = rank_value(p["impact"], basis)
+        return (value is None, sign * (value or 0.0), -p["reviews"], p["name"], p["theme_id"])
+
+    points.sort(key=order)
+    return points[:limit]
 
 
 def build_five_w(model: Row | None, tags: Sequence[Row], limit: int = TAGS_PER_W) -> dict[str, Any]:
@@ -431,16 +632,23 @@ def build_languages(rows: Sequence[Row]) -> list[dict[str, Any]]:
 def build_aggregates(raw: RawAggregates, job: Row) -> dict[str, Any]:
     """Every aggregate section of the report from the raw query rows."""
     dimensions = list((raw.model or {}).get("dimensions") or [])
+    impact = ImpactIndex.of_rows(raw.impact)
+    overview = build_overview(raw.counts, raw.dead_by_stage, job)
+    by_dimension = build_sentiment_by_dimension(raw.sentiment, dimensions, impact)
+    themes = build_themes(raw.themes, raw.theme_halves, impact)
+    reviews = overview["reviews"]
     return {
-        "overview": build_overview(raw.counts, raw.dead_by_stage, job),
+        "overview": overview,
         "dimensions": [
             {"name": str(d.get("name")), "description": str(d.get("description") or "")}
             for d in dimensions
         ],
-        "sentiment_by_dimension": build_sentiment_by_dimension(raw.sentiment, dimensions),
-        "top_themes": build_top_themes(raw.themes, raw.theme_halves),
-        "pain_points": build_points(raw.points, "negative"),
-        "delights": build_points(raw.points, "positive"),
+        "sentiment_by_dimension": by_dimension,
+        "impact": impact.summary(reviews),
+        "top_themes": themes[:TOP_THEMES],
+        "themes_by_dimension": build_theme_hierarchy(by_dimension, themes),
+        "pain_points": build_points(raw.points, "negative", impact, reviews),
+        "delights": build_points(raw.points, "positive", impact, reviews),
         "five_w": build_five_w(raw.model, raw.five_w_tags),
         "rating_vs_sentiment": build_rating_vs_sentiment(raw.ratings),
         "languages": build_languages(raw.languages),

@@ -6,7 +6,7 @@
   "not yet", which a client polls without treating it as an error); 404 only for a job
   that does not exist or belongs to another tenant.
 - `GET /v1/jobs/{id}/report.html`: the same report as a self-contained page with charts
-  (`services.report.html`), or a small page that refreshes itself while it is not ready.
+  (`shared.report_page`), or a small page that refreshes itself while it is not ready.
 - `GET /v1/jobs/{id}/insights`: filter by dimension, sentiment, theme; keyset-paginated.
 - `GET /v1/jobs/{id}/themes`: largest first, with sentiment mix; paginated.
 """
@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.report.html import render_report_html
+from shared.report_page import render_report_html
 
 from .. import store
 from ..deps import SessionDep, TenantDep
