@@ -9,18 +9,14 @@ Sentiment scores are the insight stage's scores (-1 most negative .. +1 most pos
 An insight's theme is its membership resolved through `theme_merges` (a merged theme's
 insights count for the theme that absorbed it); merged themes are not listed.
 
-**Impact** (Thematic-style) of a theme, a theme's praise or complaints, or a dimension:
-the job's mean star rating minus the mean rating of the reviews that do not carry it,
-with the number of (rated) reviews behind it - what the average would gain or lose
-without it. Jobs without enough ratings (surveys, tickets) get the same measure on the
-reviews' mean sentiment instead (`impact.basis` says which one ranks). Pain points and
-delights are themes' complaints and praise with at least `min_support` reviews, ranked by
-impact: volume and intensity both count, a two-review complaint cannot top the list.
+Impact (`shared.impact`): what a theme, its praise or complaints, or a dimension adds to
+or takes from the job's mean rating. Pain points and delights are themes' complaints and
+praise with at least `min_support` reviews, ranked by impact: volume and intensity both
+count, so a two-review complaint cannot top the list.
 """
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +24,8 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
+
+from shared.impact import IMPACT_SQL, MEMBERS_SQL, ImpactIndex, min_support, rank_value
 
 Row = Mapping[str, Any]
 
@@ -38,21 +36,11 @@ TAGS_PER_W = 6
 TREND_MIN_REVIEWS = 20  # fewer reviews than this: halves are too small to call a trend
 TREND_MIN_DELTA = 0.02  # share change (absolute) below which a theme is "stable"
 FIVE_W = ("who", "what", "when", "where", "why")
-MIN_SUPPORT = 3  # reviews a pain point or delight needs at least ...
-MIN_SUPPORT_SHARE = 0.005  # ... and at least this share of the job's reviews
-MIN_RATED = 10  # rated reviews below which impact ranks by sentiment, not stars
 SENTIMENTS = ("positive", "negative", "neutral")
 
 # -- SQL ------------------------------------------------------------------------------------
 # Every query takes %(job)s. Joins on job_id as well as the row key so the per-job
 # indexes serve them.
-
-# An insight's theme, resolved through the merges (chains are compressed: one join).
-_MEMBERS = """
-  SELECT coalesce(g.into_id, m.theme_id) AS theme_id, m.insight_id, m.review_id
-  FROM theme_members m LEFT JOIN theme_merges g ON g.theme_id = m.theme_id
-  WHERE m.job_id = %(job)s
-"""
 
 Q_COUNTS = """
 SELECT
@@ -86,7 +74,7 @@ GROUP BY dimension, sentiment
 """
 
 Q_THEMES = f"""
-WITH members AS ({_MEMBERS})
+WITH members AS ({MEMBERS_SQL})
 SELECT t.id, t.name, t.description, t.dimension, i.sentiment,
        count(*) AS n, avg(i.score)::float AS mean
 FROM members x
@@ -101,45 +89,16 @@ Q_THEME_HALVES = f"""
 WITH ordered AS (
   SELECT id, ntile(2) OVER (ORDER BY created_at_src NULLS LAST, ingested_at, origin, id) AS half
   FROM reviews WHERE job_id = %(job)s
-), members AS ({_MEMBERS})
+), members AS ({MEMBERS_SQL})
 SELECT x.theme_id, o.half, count(*) AS n
 FROM members x JOIN ordered o ON o.id = x.review_id
 GROUP BY x.theme_id, o.half
 """
 
-# What impact is computed from: per theme, per theme and polarity, per dimension, and for
-# the whole job, the reviews carrying it with the sum (and count) of their ratings and of
-# their mean insight scores.
-Q_IMPACT = f"""
-WITH per_review AS (
-  SELECT r.id, r.rating, avg(i.score) AS sentiment
-  FROM reviews r LEFT JOIN insights i ON i.review_id = r.id AND i.job_id = r.job_id
-  WHERE r.job_id = %(job)s
-  GROUP BY r.id, r.rating
-), members AS (
-  SELECT x.theme_id, x.review_id, i.sentiment
-  FROM ({_MEMBERS}) x JOIN insights i ON i.id = x.insight_id
-), links AS (
-  SELECT DISTINCT 'theme' AS kind, theme_id AS key, review_id FROM members
-  UNION
-  SELECT DISTINCT 'theme:' || sentiment, theme_id, review_id FROM members
-  WHERE sentiment IN ('positive', 'negative')
-  UNION
-  SELECT DISTINCT 'dimension', dimension, review_id FROM insights WHERE job_id = %(job)s
-  UNION ALL
-  SELECT 'all', '', id FROM per_review
-)
-SELECT l.kind, l.key, count(*) AS reviews, count(p.rating) AS rated,
-       coalesce(sum(p.rating), 0)::float AS rating_sum,
-       count(p.sentiment) AS scored, coalesce(sum(p.sentiment), 0)::float AS sentiment_sum
-FROM links l JOIN per_review p ON p.id = l.review_id
-GROUP BY l.kind, l.key
-"""
-
 # A theme's praise and complaints: counts, the most frequent aspect, the most intense
 # distinct quotes with the client's review id.
 Q_THEME_POINTS = f"""
-WITH members AS ({_MEMBERS})
+WITH members AS ({MEMBERS_SQL})
 SELECT x.theme_id, t.name, t.description, t.dimension, i.sentiment,
        count(*) AS n, avg(i.score)::float AS mean,
        mode() WITHIN GROUP (ORDER BY lower(i.aspect)) AS aspect,
@@ -221,7 +180,7 @@ async def load_raw(conn: psycopg.AsyncConnection[Any], job_id: str) -> RawAggreg
         themes=await rows(Q_THEMES),
         theme_halves=await rows(Q_THEME_HALVES),
         points=await rows(Q_THEME_POINTS),
-        impact=await rows(Q_IMPACT),
+        impact=await rows(IMPACT_SQL),
         five_w_tags=await rows(Q_FIVE_W_TAGS),
         ratings=await rows(Q_RATING),
         languages=await rows(Q_LANGUAGES),
@@ -318,82 +277,6 @@ def build_sentiment_by_dimension(
         out.append(entry)
     out.sort(key=lambda x: (-x["insights"], x["dimension"]))
     return out
-
-
-# -- impact ---------------------------------------------------------------------------------
-
-
-def impact_delta(total: float, n: int, part_total: float, part_n: int) -> float | None:
-    """Mean over all `n` minus the mean over those outside the part (None if either side
-    is empty): what the part adds to (or takes from) the mean."""
-    if not part_n or n - part_n <= 0:
-        return None
-    return total / n - (total - part_total) / (n - part_n)
-
-
-@dataclass(frozen=True)
-class ImpactIndex:
-    """The `Q_IMPACT` rows by (kind, key), with the job's totals."""
-
-    rows: Mapping[tuple[str, str], Row]
-    whole: Row
-
-    @classmethod
-    def of_rows(cls, rows: Sequence[Row]) -> ImpactIndex:
-        """Index the query's rows."""
-        by = {(str(r["kind"]), str(r["key"])): r for r in rows}
-        return cls(by, by.get(("all", ""), {}))
-
-    @property
-    def basis(self) -> str:
-        """What impact ranks by: stars when enough reviews have them, else sentiment."""
-        return "rating" if int(self.whole.get("rated") or 0) >= MIN_RATED else "sentiment"
-
-    def of(self, kind: str, key: str) -> dict[str, Any]:
-        """The impact of one theme (`kind` "theme", "theme:negative", "theme:positive")
-        or dimension: reviews behind it, rating and sentiment deltas, mean with/without."""
-        part = self.rows.get((kind, key), {})
-        w, n = self.whole, int(part.get("reviews") or 0)
-        rated, w_rated = int(part.get("rated") or 0), int(w.get("rated") or 0)
-        scored, w_scored = int(part.get("scored") or 0), int(w.get("scored") or 0)
-        r_sum, w_r_sum = float(part.get("rating_sum") or 0), float(w.get("rating_sum") or 0)
-        s_sum, w_s_sum = float(part.get("sentiment_sum") or 0), float(w.get("sentiment_sum") or 0)
-        rating = impact_delta(w_r_sum, w_rated, r_sum, rated)
-        without = (w_r_sum - r_sum) / (w_rated - rated) if w_rated - rated > 0 else None
-        return {
-            "reviews": n,
-            "rated_reviews": rated,
-            "rating": _r(rating, 4),
-            "rating_with": _r(r_sum / rated, 3) if rated else None,
-            "rating_without": _r(without, 3),
-            "sentiment": _r(impact_delta(w_s_sum, w_scored, s_sum, scored), 4),
-        }
-
-    def summary(self, reviews: int) -> dict[str, Any]:
-        """How impact is measured in this report."""
-        w = self.whole
-        rated, scored = int(w.get("rated") or 0), int(w.get("scored") or 0)
-        return {
-            "basis": self.basis,
-            "rated_reviews": rated,
-            "average_rating": _r(float(w.get("rating_sum") or 0) / rated, 3) if rated else None,
-            "mean_sentiment": _r(float(w.get("sentiment_sum") or 0) / scored, 3)
-            if scored
-            else None,
-            "min_support": min_support(reviews),
-            "definition": "mean over all reviews minus the mean over the reviews without it",
-        }
-
-
-def min_support(reviews: int) -> int:
-    """Reviews a pain point or delight needs: MIN_SUPPORT, or 0.5% of a large job."""
-    return max(MIN_SUPPORT, math.ceil(MIN_SUPPORT_SHARE * reviews))
-
-
-def rank_value(impact: Mapping[str, Any], basis: str) -> float | None:
-    """The number a theme ranks by: its impact on the basis (sentiment if unrated)."""
-    value = impact.get(basis)
-    return value if value is not None else impact.get("sentiment")
 
 
 def theme_trend(earlier: int, later: int, earlier_total: int, later_total: int) -> dict[str, Any]:

@@ -183,7 +183,7 @@ class InsightRow(Base):
         Index("ix_insights_job_dim", "job_id", "dimension"),
         # keyset pages of a job's insights (exports, listing) and one review's insights
         Index("ix_insights_job_id", "job_id", "id"),
-        Index("ix_insights_review", "review_id"),
+        Index("ix_insights_job_review", "job_id", "review_id", "id"),
     )
 
 

@@ -8,7 +8,6 @@ from typing import Any
 
 from services.report import core
 from services.report.aggregates import (
-    ImpactIndex,
     RawAggregates,
     build_aggregates,
     build_five_w,
@@ -19,10 +18,10 @@ from services.report.aggregates import (
     build_sentiment_by_dimension,
     build_theme_hierarchy,
     build_top_themes,
-    impact_delta,
     theme_trend,
 )
 from services.report.core import JobProgress
+from shared.impact import ImpactIndex, impact_delta
 
 
 def _progress(**kw: Any) -> JobProgress:

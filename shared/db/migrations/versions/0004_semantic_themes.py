@@ -52,11 +52,13 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("job_id"),
     )
     op.create_index("ix_insights_job_id", "insights", ["job_id", "id"], unique=False)
-    op.create_index("ix_insights_review", "insights", ["review_id"], unique=False)
+    op.create_index(
+        "ix_insights_job_review", "insights", ["job_id", "review_id", "id"], unique=False
+    )
 
 
 def downgrade() -> None:
-    op.drop_index("ix_insights_review", table_name="insights")
+    op.drop_index("ix_insights_job_review", table_name="insights")
     op.drop_index("ix_insights_job_id", table_name="insights")
     op.drop_table("theme_jobs")
     op.drop_index("ix_theme_merges_job", table_name="theme_merges")
