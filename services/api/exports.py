@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.impact import IMPACT_SQL, MEMBERS_SQL, ImpactIndex, named_params
 
-PAGE_ROWS = 500
+PAGE_ROWS = 200
 BOM = "\ufeff"
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
