@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from shared.prompts.insight import OTHER_DIMENSION
+
 # The values of `shared.jobstatus` (not imported: it pulls in SQLAlchemy's asyncio layer,
 # and this core stays free of IO libraries).
 ReportStatus = Literal["report_ready", "completed"]
@@ -210,10 +212,13 @@ def recommended_actions(aggregates: Mapping[str, Any]) -> list[dict[str, Any]]:
     rows and never depends on model prose.
     """
     basis = (aggregates.get("impact") or {}).get("basis", "rating")
+    # Remarks no dimension fits ("other") are listed as points but are nothing to act on.
+    pains = [p for p in aggregates.get("pain_points", []) if p["dimension"] != OTHER_DIMENSION]
+    delights = [d for d in aggregates.get("delights", []) if d["dimension"] != OTHER_DIMENSION]
     actions = []
-    for i, p in enumerate(aggregates.get("pain_points", [])[:3]):
+    for i, p in enumerate(pains[:3]):
         actions.append(_action(p, basis, f"Fix: {p['name']}", "high" if i == 0 else "medium"))
-    for d in aggregates.get("delights", [])[:1]:
+    for d in delights[:1]:
         actions.append(_action(d, basis, f"Keep and promote: {d['name']}", "low"))
     return actions
 

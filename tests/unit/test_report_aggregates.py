@@ -493,3 +493,34 @@ def test_a_replayed_job_waits_while_reprocessing_then_rebuilds_once() -> None:
     p = _progress(themed=100, report_status="completed", report_done=100, report_themed=100)
     assert core.decide(replace(p, job_status="reprocessing")) is None
     assert core.decide(replace(p, job_status="replayed")) == "completed"
+
+
+def test_actions_follow_impact_and_skip_remarks_no_dimension_fits() -> None:
+    def point(tid: str, dim: str, rating: float) -> dict[str, Any]:
+        return {
+            "theme_id": tid,
+            "name": tid,
+            "dimension": dim,
+            "reviews": 9,
+            "share": 0.1,
+            "impact": {"rating": rating, "rating_with": 2.0, "rating_without": 4.0},
+            "quotes": [{"quote": "q", "review_id": "r", "external_review_id": "c"}],
+        }
+
+    aggregates = {
+        "impact": {"basis": "rating"},
+        "pain_points": [
+            point("vague", "other", -0.5),
+            point("a", "x", -0.3),
+            point("b", "y", -0.1),
+        ],
+        "delights": [point("c", "z", 0.2)],
+    }
+    actions = core.recommended_actions(aggregates)
+    assert [(a["theme_id"], a["priority"]) for a in actions] == [
+        ("a", "high"),
+        ("b", "medium"),
+        ("c", "low"),
+    ]
+    assert "lowers the average rating by 0.30 stars (2.0" in actions[0]["detail"]
+    assert actions[0]["evidence_review_id"] == "c"
