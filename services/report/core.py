@@ -189,6 +189,8 @@ def _effect(p: Mapping[str, Any], basis: str) -> str:
     """A point's impact in words: "lowers the average rating by 0.42 stars (2.1 vs 4.0)"."""
     imp = p.get("impact") or {}
     value = imp.get("rating") if basis == "rating" else None
+    if value is not None and abs(value) < 0.005:
+        return "leaves the average rating unchanged"
     if value is not None:
         verb = "lowers" if value < 0 else "raises"
         return (

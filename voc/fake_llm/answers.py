@@ -598,7 +598,9 @@ def answer_theme(inp: dict[str, Any]) -> dict[str, Any]:
         dimension = str(c.get("dimension") or default_dimension)
         aspects = [str(a) for a in c.get("aspects") or [] if a]
         quotes = [str(q) for q in c.get("quotes") or [] if q]
-        top = Counter(a.casefold() for a in aspects).most_common(1)
+        # a lexicon keyword in any language is named by its concept ("価格" -> "price"),
+        # as a model writing in the target language would
+        top = Counter(_concept_word(a) for a in aspects).most_common(1)
         aspect = top[0][0] if top else "general feedback"
         size = c.get("size") if isinstance(c.get("size"), int) else len(aspects)
         tone = _tone(quotes)
@@ -608,6 +610,15 @@ def answer_theme(inp: dict[str, Any]) -> dict[str, Any]:
         name = f"{aspect[:1].upper()}{aspect[1:]} - {tone}"
         themes.append({"key": str(c.get("key")), "name": name[:120], "description": desc})
     return {"themes": themes}
+
+
+def _concept_word(aspect: str) -> str:
+    """The lexicon concept's own word for an aspect that is one of its keywords."""
+    key = aspect.casefold()
+    for d in LEXICON:
+        if key in d.keywords:
+            return d.aliases[0] if d.aliases else d.name.casefold()
+    return key
 
 
 def _tone(quotes: list[str]) -> str:
