@@ -63,6 +63,7 @@ svg text { font: 12px system-ui, sans-serif; fill: #1d2430; }
 .notice { background: #fff4d6; border-left: 4px solid #d08a18; padding: 10px 14px;
   border-radius: 6px; }
 tr.dim td { background: #f4f6f9; } td.theme { padding-left: 22px; }
+blockquote .tr { display: block; font-style: normal; color: #666; font-size: 13px; }
 blockquote .rid { font-style: normal; color: #8a93a0; font-size: 12px; margin-left: 8px; }
 """
 
@@ -289,12 +290,7 @@ def _points(points: Sequence[Mapping[str, Any]], cls: str) -> str:
         return '<p class="note">None found.</p>'
     out = []
     for p in points:
-        quotes = "".join(
-            f"<blockquote>“{_e(q.get('quote'))}”"
-            f'<span class="rid">{_e(q.get("external_review_id") or q.get("review_id"))}'
-            "</span></blockquote>"
-            for q in p.get("quotes") or []
-        )
+        quotes = "".join(_quote(q) for q in p.get("quotes") or [])
         imp = (p.get("impact") or {}).get("rating")
         effect = "" if imp is None else f" · impact {imp:+.2f} stars"
         out.append(
@@ -304,6 +300,15 @@ def _points(points: Sequence[Mapping[str, Any]], cls: str) -> str:
             f"{_e(effect)}</span>{quotes}</div>"
         )
     return "".join(out)
+
+
+def _quote(q: Mapping[str, Any]) -> str:
+    """A quote in the customer's words, its translation (if any) beside it, and the
+    review it is from (the client's id when there is one)."""
+    tr = q.get("quote_translation")
+    beside = f'<span class="tr">{_e(tr)}</span>' if tr else ""
+    rid = _e(q.get("external_review_id") or q.get("review_id"))
+    return f'<blockquote>“{_e(q.get("quote"))}”{beside}<span class="rid">{rid}</span></blockquote>'
 
 
 def _five_w(five_w: Mapping[str, Any]) -> str:

@@ -1,9 +1,9 @@
 """CSV exports of a job's results, streamed a page at a time (`routers/results.py` serves them).
 
 - `insights.csv`: one row per insight with the client's review id and the internal one,
-  the original text, the analysed text (the translation when there is one), dimension,
-  theme, aspect, sentiment, score, the verbatim quote and its offsets (into the analysed
-  text). Pages of `PAGE_ROWS` insights by keyset on (review id, insight id), each read in
+  the original text, the translation (when there is one), dimension, theme, aspect,
+  sentiment, score, the verbatim quote and its offsets (into the text the quote was taken
+  from). Pages of `PAGE_ROWS` insights by keyset on (review id, insight id), each read in
   its own short session: memory stays constant and no connection is held while a slow
   client downloads. Rows written while the export runs may or may not be included, never
   twice.

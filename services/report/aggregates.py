@@ -398,6 +398,7 @@ def _quotes(raw: Any, limit: int = QUOTES_PER_POINT) -> list[dict[str, Any]]:
         out.append(
             {
                 "quote": q["quote"],
+                "quote_translation": q.get("quote_translation"),
                 "review_id": q.get("review_id"),
                 "external_review_id": q.get("external_review_id"),
                 "score": q.get("score"),

@@ -85,7 +85,14 @@ def sample_report(quote: str = "dies after three hours") -> dict[str, Any]:
                 "sentiment": "positive",
                 "n": 4,
                 "mean": 0.8,
-                "quotes": [{"quote": "light as air", "review_id": "r2", "score": 0.8}],
+                "quotes": [
+                    {
+                        "quote": "léger comme l'air",
+                        "quote_translation": "light as air",
+                        "review_id": "r2",
+                        "score": 0.8,
+                    }
+                ],
             },
         ],
         impact=[
@@ -182,6 +189,7 @@ def test_page_has_every_section_and_charts() -> None:
         assert f"<h2>{heading}</h2>" in page, heading
     assert page.count("<svg") == 5  # impact, dimensions, themes, ratings, languages
     assert "dies after three hours" in page and "light as air" in page
+    assert "léger comme l&#x27;air" in page  # the customer's words, the translation beside
     assert "shop-17" in page  # the client's review id beside its quote
     assert "Battery is the main complaint." in page
     assert "Fix: Short battery" in page  # the impact-ranked priority

@@ -421,7 +421,7 @@ class ReviewInsight(BaseModel):
     sentiment: Literal["positive", "negative", "neutral"]
     score: float
     quote: str
-    quote_start: int = Field(description="offset of the quote in the analysed text")
+    quote_start: int = Field(description="offset of the quote in the text it was taken from")
     quote_end: int
     five_w: dict[str, Any]
     theme_id: str | None
@@ -581,9 +581,9 @@ async def export_insights(
     job_id: str, tenant: TenantDep, session: SessionDep, clients: ClientsDep, bom: BomQuery = True
 ) -> StreamingResponse:
     """Every insight with the client's and the internal review id, original text,
-    translation, dimension, theme, sentiment, quote and quote offsets (into the analysed
-    text: the translation when there is one). Streamed in pages; cells that a
-    spreadsheet would run as a formula are prefixed with `'`."""
+    translation, dimension, theme, sentiment, quote and quote offsets (into the text the
+    quote was taken from). Streamed in pages; cells that a spreadsheet would run as a
+    formula are prefixed with `'`."""
     job = await _job_or_404(session, job_id, tenant.id)
     return _csv(exports.insight_rows(clients.sessions, job.id, bom), job.id, "insights")
 
