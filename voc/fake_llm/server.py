@@ -168,6 +168,8 @@ class FakeLLMApp:
     def _configure_bucket(self) -> None:
         c = self.config
         self.bucket = TokenBucket(c.rate_limit_rps, c.burst) if c.rate_limit_rps > 0 else None
+        # Providers limit each model separately: embeddings have a bucket of their own.
+        self.embed_bucket = TokenBucket(c.rate_limit_rps, c.burst) if c.rate_limit_rps > 0 else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -370,22 +372,21 @@ class FakeLLMApp:
         await _send(send, 200, orjson.dumps(doc), [*_JSON, *rl_headers])
 
     async def embeddings(self, scope: Scope, body: bytes, send: Send) -> None:
-        """`POST /v1/embeddings`: vectors from `voc.fake_llm.embeddings`, behind the same
-        rate limit, latency and server-error faults as chat (stage from `X-Voc-Stage`)."""
+        """`POST /v1/embeddings`: vectors from `voc.fake_llm.embeddings`, behind a rate
+        limit like chat's (a bucket of its own: providers limit each model separately),
+        the same latency and server-error faults (stage from `X-Voc-Stage`)."""
         t0 = time.monotonic()
         st = self.stats
-        st.requests += 1
-        st.arrivals.append(t0)
+        st.requests += 1  # (not in `arrivals`: those time the chat quota's bucket)
         stage = _header(scope, b"x-voc-stage") or "embed"
         ss = st.stage(stage)
         ss["requests"] += 1
         rl_headers: list[tuple[bytes, bytes]] = []
-        if self.bucket is not None:
-            allowed, remaining, wait = self.bucket.take()
+        if self.embed_bucket is not None:
+            allowed, remaining, wait = self.embed_bucket.take()
             rl_headers = self._ratelimit_headers(remaining)
             if not allowed:
                 st.rate_limited += 1
-                st.rate_limited_at.append(t0)
                 ss["rate_limited"] += 1
                 self.m_requests.labels(stage, "429").inc()
                 retry = [(b"retry-after", str(max(1, math.ceil(wait))).encode())]
