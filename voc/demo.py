@@ -283,7 +283,7 @@ class ProgressRenderer:
 
 def write_report(folder: Path, report: Mapping[str, Any]) -> list[Path]:
     """Write `report.json` and `report.html` (rendered locally from the JSON)."""
-    from services.report.html import render_report_html
+    from shared.report_page import render_report_html
 
     folder.mkdir(parents=True, exist_ok=True)
     json_path = folder / "report.json"

@@ -6,6 +6,13 @@ tested without a database. Everything is recomputed from the stage tables each t
 replay or a rebuild gives the same report for the same rows.
 
 Sentiment scores are the insight stage's scores (-1 most negative .. +1 most positive).
+An insight's theme is its membership resolved through `theme_merges` (a merged theme's
+insights count for the theme that absorbed it); merged themes are not listed.
+
+Impact (`shared.impact`): what a theme, its praise or complaints, or a dimension adds to
+or takes from the job's mean rating. Pain points and delights are themes' complaints and
+praise with at least `min_support` reviews, ranked by impact: volume and intensity both
+count, so a two-review complaint cannot top the list.
 """
 
 from __future__ import annotations
@@ -18,10 +25,11 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from shared.impact import IMPACT_SQL, MEMBERS_SQL, ImpactIndex, min_support, rank_value
+
 Row = Mapping[str, Any]
 
 TOP_THEMES = 10
-POINTS_PER_DIMENSION = 3
 MAX_POINTS = 12
 QUOTES_PER_POINT = 3
 TAGS_PER_W = 6
@@ -42,7 +50,8 @@ SELECT
   (SELECT count(*) FROM review_insights WHERE job_id = %(job)s) AS with_insights,
   (SELECT count(*) FROM review_themed WHERE job_id = %(job)s) AS themed,
   (SELECT count(*) FROM insights WHERE job_id = %(job)s) AS insights,
-  (SELECT count(*) FROM themes WHERE job_id = %(job)s) AS themes,
+  (SELECT count(*) FROM themes t WHERE t.job_id = %(job)s
+     AND NOT EXISTS (SELECT 1 FROM theme_merges g WHERE g.theme_id = t.id)) AS themes,
   (SELECT avg(rating)::float FROM reviews WHERE job_id = %(job)s) AS average_rating
 """
 
@@ -64,38 +73,45 @@ FROM insights WHERE job_id = %(job)s
 GROUP BY dimension, sentiment
 """
 
-Q_THEMES = """
+Q_THEMES = f"""
+WITH members AS ({MEMBERS_SQL})
 SELECT t.id, t.name, t.description, t.dimension, i.sentiment,
        count(*) AS n, avg(i.score)::float AS mean
-FROM themes t
-JOIN theme_members m ON m.theme_id = t.id AND m.job_id = t.job_id
-JOIN insights i ON i.id = m.insight_id
-WHERE t.job_id = %(job)s
+FROM members x
+JOIN themes t ON t.id = x.theme_id
+JOIN insights i ON i.id = x.insight_id
 GROUP BY t.id, t.name, t.description, t.dimension, i.sentiment
 """
 
 # Reviews split in two halves by when they were written (or, lacking dates, ingest order);
 # a theme's insights are counted per half for its trend.
-Q_THEME_HALVES = """
+Q_THEME_HALVES = f"""
 WITH ordered AS (
   SELECT id, ntile(2) OVER (ORDER BY created_at_src NULLS LAST, ingested_at, origin, id) AS half
   FROM reviews WHERE job_id = %(job)s
-)
-SELECT m.theme_id, o.half, count(*) AS n
-FROM theme_members m JOIN ordered o ON o.id = m.review_id
-WHERE m.job_id = %(job)s
-GROUP BY m.theme_id, o.half
+), members AS ({MEMBERS_SQL})
+SELECT x.theme_id, o.half, count(*) AS n
+FROM members x JOIN ordered o ON o.id = x.review_id
+GROUP BY x.theme_id, o.half
 """
 
-Q_POINTS = """
-SELECT dimension, lower(aspect) AS aspect, sentiment, count(*) AS n, avg(score)::float AS mean,
-       (array_agg(jsonb_build_object('quote', quote, 'review_id', review_id, 'score', score,
-                                     'quote_translation', quote_translation,
-                                     'external_review_id', external_review_id)
-                  ORDER BY abs(score) DESC, id))[1:8] AS quotes
-FROM insights
-WHERE job_id = %(job)s AND sentiment IN ('positive', 'negative')
-GROUP BY dimension, lower(aspect), sentiment
+# A theme's praise and complaints: counts, the most frequent aspect, the most intense
+# distinct quotes with the client's review id.
+Q_THEME_POINTS = f"""
+WITH members AS ({MEMBERS_SQL})
+SELECT x.theme_id, t.name, t.description, t.dimension, i.sentiment,
+       count(*) AS n, avg(i.score)::float AS mean,
+       mode() WITHIN GROUP (ORDER BY lower(i.aspect)) AS aspect,
+       (array_agg(jsonb_build_object('quote', i.quote, 'review_id', i.review_id,
+                                     'quote_translation', i.quote_translation,
+                                     'external_review_id', i.external_review_id,
+                                     'score', i.score)
+                  ORDER BY abs(i.score) DESC, i.id))[1:8] AS quotes
+FROM members x
+JOIN themes t ON t.id = x.theme_id
+JOIN insights i ON i.id = x.insight_id
+WHERE i.sentiment IN ('positive', 'negative')
+GROUP BY x.theme_id, t.name, t.description, t.dimension, i.sentiment
 """
 
 Q_FIVE_W_TAGS = """
@@ -140,6 +156,7 @@ class RawAggregates:
     themes: list[Row] = field(default_factory=list)
     theme_halves: list[Row] = field(default_factory=list)
     points: list[Row] = field(default_factory=list)
+    impact: list[Row] = field(default_factory=list)
     five_w_tags: list[Row] = field(default_factory=list)
     ratings: list[Row] = field(default_factory=list)
     languages: list[Row] = field(default_factory=list)
@@ -163,7 +180,8 @@ async def load_raw(conn: psycopg.AsyncConnection[Any], job_id: str) -> RawAggreg
         sentiment=await rows(Q_SENTIMENT_BY_DIMENSION),
         themes=await rows(Q_THEMES),
         theme_halves=await rows(Q_THEME_HALVES),
-        points=await rows(Q_POINTS),
+        points=await rows(Q_THEME_POINTS),
+        impact=await rows(IMPACT_SQL),
         five_w_tags=await rows(Q_FIVE_W_TAGS),
         ratings=await rows(Q_RATING),
         languages=await rows(Q_LANGUAGES),
@@ -220,9 +238,10 @@ def coverage(themed: int, reviews: int) -> float:
 
 
 def build_sentiment_by_dimension(
-    rows: Sequence[Row], dimensions: Sequence[Row]
+    rows: Sequence[Row], dimensions: Sequence[Row], impact: ImpactIndex | None = None
 ) -> list[dict[str, Any]]:
-    """Per dimension: insight counts per sentiment, mean score and net sentiment.
+    """Per dimension: insight counts per sentiment, share, mean score, net sentiment, and
+    (given the impact rows) the reviews mentioning it and its impact.
 
     Learned dimensions without insights are listed too (with zeros), so the page shows
     what was looked for and not found; order is by number of insights.
@@ -239,21 +258,24 @@ def build_sentiment_by_dimension(
         if sentiment in SENTIMENTS:
             d[sentiment] += int(r["n"])
         d["_means"].append((int(r["n"]), r["mean"]))
+    all_insights = sum(d["positive"] + d["negative"] + d["neutral"] for d in per.values())
     out = []
     for name, d in per.items():
         total = d["positive"] + d["negative"] + d["neutral"]
-        out.append(
-            {
-                "dimension": name,
-                "description": descriptions.get(name, ""),
-                "insights": total,
-                "positive": d["positive"],
-                "negative": d["negative"],
-                "neutral": d["neutral"],
-                "mean_score": _r(_weighted_mean(d["_means"])),
-                "net_sentiment": _r((d["positive"] - d["negative"]) / total) if total else None,
-            }
-        )
+        entry: dict[str, Any] = {
+            "dimension": name,
+            "description": descriptions.get(name, ""),
+            "insights": total,
+            "share": _share(total, all_insights),
+            "positive": d["positive"],
+            "negative": d["negative"],
+            "neutral": d["neutral"],
+            "mean_score": _r(_weighted_mean(d["_means"])),
+            "net_sentiment": _r((d["positive"] - d["negative"]) / total) if total else None,
+        }
+        if impact is not None:
+            entry["impact"] = impact.of("dimension", name)
+        out.append(entry)
     out.sort(key=lambda x: (-x["insights"], x["dimension"]))
     return out
 
@@ -279,10 +301,11 @@ def theme_trend(earlier: int, later: int, earlier_total: int, later_total: int) 
     }
 
 
-def build_top_themes(
-    rows: Sequence[Row], halves: Sequence[Row], limit: int = TOP_THEMES
+def build_themes(
+    rows: Sequence[Row], halves: Sequence[Row], impact: ImpactIndex | None = None
 ) -> list[dict[str, Any]]:
-    """The largest themes: size, share of themed insights, sentiment mix and trend."""
+    """Every theme, largest first: size, share of themed insights, sentiment mix, mean
+    score, trend, and (given the impact rows) reviews and impact."""
     themes: dict[str, dict[str, Any]] = {}
     for r in rows:
         t = themes.setdefault(
@@ -310,7 +333,7 @@ def build_top_themes(
         half_totals[half] = half_totals.get(half, 0) + int(h["n"])
     total = sum(t["size"] for t in themes.values())
     out = []
-    for t in sorted(themes.values(), key=lambda x: (-x["size"], x["name"], x["id"]))[:limit]:
+    for t in sorted(themes.values(), key=lambda x: (-x["size"], x["name"], x["id"])):
         means = t.pop("_means")
         t["share"] = _share(t["size"], total)
         t["mean_score"] = _r(_weighted_mean(means))
@@ -318,8 +341,51 @@ def build_top_themes(
         t["trend"] = theme_trend(
             counts.get(1, 0), counts.get(2, 0), half_totals.get(1, 0), half_totals.get(2, 0)
         )
+        if impact is not None:
+            t["impact"] = impact.of("theme", t["id"])
+            t["reviews"] = t["impact"]["reviews"]
         out.append(t)
     return out
+
+
+def build_top_themes(
+    rows: Sequence[Row],
+    halves: Sequence[Row],
+    limit: int = TOP_THEMES,
+    impact: ImpactIndex | None = None,
+) -> list[dict[str, Any]]:
+    """The largest themes (see `build_themes`)."""
+    return build_themes(rows, halves, impact)[:limit]
+
+
+def build_theme_hierarchy(
+    dimensions: Sequence[Mapping[str, Any]], themes: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """Dimension -> themes: each dimension with insights (its numbers, as in
+    `sentiment_by_dimension`) and all of its themes, largest first."""
+    by_dim: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for t in themes:
+        by_dim[str(t["dimension"])].append(t)
+    out = []
+    for d in dimensions:
+        if not d["insights"] and not by_dim.get(str(d["dimension"])):
+            continue
+        mine = by_dim.pop(str(d["dimension"]), [])
+        out.append({**d, "themes": [_theme_brief(t) for t in mine]})
+    for name, mine in sorted(by_dim.items()):  # themes of a dimension no longer learned
+        out.append(
+            {
+                "dimension": name,
+                "insights": sum(t["size"] for t in mine),
+                "themes": [_theme_brief(t) for t in mine],
+            }
+        )
+    return out
+
+
+def _theme_brief(t: Mapping[str, Any]) -> dict[str, Any]:
+    keys = ("id", "name", "size", "share", "sentiment", "mean_score", "reviews", "impact")
+    return {k: t[k] for k in keys if k in t}
 
 
 def _quotes(raw: Any, limit: int = QUOTES_PER_POINT) -> list[dict[str, Any]]:
@@ -347,36 +413,46 @@ def _quotes(raw: Any, limit: int = QUOTES_PER_POINT) -> list[dict[str, Any]]:
 def build_points(
     rows: Sequence[Row],
     sentiment: str,
-    per_dimension: int = POINTS_PER_DIMENSION,
+    impact: ImpactIndex,
+    reviews: int,
     limit: int = MAX_POINTS,
 ) -> list[dict[str, Any]]:
-    """Pain points (`negative`) or delights (`positive`): top aspects per dimension.
-
-    Within a dimension aspects rank by mentions, then by intensity (|mean score|); the
-    overall list keeps at most `per_dimension` per dimension and `limit` in all, each with
-    up to three distinct verbatim quotes (most intense first) and their review ids.
-    """
-    by_dim: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    """Pain points (`negative`) or delights (`positive`): the complaints or the praise of
+    a theme, carried by at least `min_support(reviews)` reviews, ranked by impact (most
+    harmful complaints first, most helpful praise first), each with up to three distinct
+    verbatim quotes (most intense first) and their internal and client review ids."""
+    basis = impact.basis
+    floor = min_support(reviews)
+    points = []
     for r in rows:
         if r["sentiment"] != sentiment:
             continue
-        by_dim[str(r["dimension"])].append(
+        effect = impact.of(f"theme:{sentiment}", str(r["theme_id"]))
+        if effect["reviews"] < floor:
+            continue
+        points.append(
             {
+                "theme_id": str(r["theme_id"]),
+                "name": r["name"],
+                "description": r["description"],
                 "dimension": str(r["dimension"]),
-                "aspect": str(r["aspect"]),
+                "aspect": str(r["aspect"] or ""),
                 "mentions": int(r["n"]),
+                "reviews": effect["reviews"],
+                "share": _share(effect["reviews"], reviews),
                 "mean_score": _r(r["mean"]),
+                "impact": effect,
                 "quotes": _quotes(r["quotes"]),
             }
         )
-    picked: list[dict[str, Any]] = []
-    for items in by_dim.values():
-        items.sort(key=lambda x: (-x["mentions"], -abs(x["mean_score"] or 0), x["aspect"]))
-        picked.extend(items[:per_dimension])
-    picked.sort(
-        key=lambda x: (-x["mentions"], -abs(x["mean_score"] or 0), x["dimension"], x["aspect"])
-    )
-    return picked[:limit]
+    sign = 1 if sentiment == "negative" else -1
+
+    def order(p: dict[str, Any]) -> tuple[Any, ...]:
+        value = rank_value(p["impact"], basis)
+        return (value is None, sign * (value or 0.0), -p["reviews"], p["name"], p["theme_id"])
+
+    points.sort(key=order)
+    return points[:limit]
 
 
 def build_five_w(model: Row | None, tags: Sequence[Row], limit: int = TAGS_PER_W) -> dict[str, Any]:
@@ -441,16 +517,23 @@ def build_languages(rows: Sequence[Row]) -> list[dict[str, Any]]:
 def build_aggregates(raw: RawAggregates, job: Row) -> dict[str, Any]:
     """Every aggregate section of the report from the raw query rows."""
     dimensions = list((raw.model or {}).get("dimensions") or [])
+    impact = ImpactIndex.of_rows(raw.impact)
+    overview = build_overview(raw.counts, raw.dead_by_stage, job)
+    by_dimension = build_sentiment_by_dimension(raw.sentiment, dimensions, impact)
+    themes = build_themes(raw.themes, raw.theme_halves, impact)
+    reviews = overview["reviews"]
     return {
-        "overview": build_overview(raw.counts, raw.dead_by_stage, job),
+        "overview": overview,
         "dimensions": [
             {"name": str(d.get("name")), "description": str(d.get("description") or "")}
             for d in dimensions
         ],
-        "sentiment_by_dimension": build_sentiment_by_dimension(raw.sentiment, dimensions),
-        "top_themes": build_top_themes(raw.themes, raw.theme_halves),
-        "pain_points": build_points(raw.points, "negative"),
-        "delights": build_points(raw.points, "positive"),
+        "sentiment_by_dimension": by_dimension,
+        "impact": impact.summary(reviews),
+        "top_themes": themes[:TOP_THEMES],
+        "themes_by_dimension": build_theme_hierarchy(by_dimension, themes),
+        "pain_points": build_points(raw.points, "negative", impact, reviews),
+        "delights": build_points(raw.points, "positive", impact, reviews),
         "five_w": build_five_w(raw.model, raw.five_w_tags),
         "rating_vs_sentiment": build_rating_vs_sentiment(raw.ratings),
         "languages": build_languages(raw.languages),

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from shared.prompts.insight import OTHER_DIMENSION
+
 # The values of `shared.jobstatus` (not imported: it pulls in SQLAlchemy's asyncio layer,
 # and this core stays free of IO libraries).
 ReportStatus = Literal["report_ready", "completed"]
@@ -158,6 +160,7 @@ def llm_input(product: str, aggregates: Mapping[str, Any]) -> dict[str, Any]:
                 }
                 for t in aggregates["top_themes"][:8]
             ],
+            # ranked by impact: what moves the average rating most comes first
             "pain_points": [_point_brief(p) for p in aggregates["pain_points"][:6]],
             "delights": [_point_brief(p) for p in aggregates["delights"][:6]],
             "rating_vs_sentiment": aggregates["rating_vs_sentiment"],
@@ -171,16 +174,75 @@ def llm_input(product: str, aggregates: Mapping[str, Any]) -> dict[str, Any]:
 
 def _point_brief(p: Mapping[str, Any]) -> dict[str, Any]:
     quotes = p.get("quotes") or []
+    impact = p.get("impact") or {}
     return {
+        "theme": p["name"],
         "dimension": p["dimension"],
-        "aspect": p["aspect"],
         "mentions": p["mentions"],
+        "reviews": p["reviews"],
+        "rating_impact": impact.get("rating"),
         "quote": quotes[0]["quote"] if quotes else None,
     }
 
 
+def _effect(p: Mapping[str, Any], basis: str) -> str:
+    """A point's impact in words: "lowers the average rating by 0.42 stars (2.1 vs 4.0)"."""
+    imp = p.get("impact") or {}
+    value = imp.get("rating") if basis == "rating" else None
+    if value is not None and abs(value) < 0.005:
+        return "leaves the average rating unchanged"
+    if value is not None:
+        verb = "lowers" if value < 0 else "raises"
+        return (
+            f"{verb} the average rating by {abs(value):.2f} stars "
+            f"({imp.get('rating_with') or 0:.1f} for these reviews vs "
+            f"{imp.get('rating_without') or 0:.1f} for the rest)"
+        )
+    value = imp.get("sentiment")
+    if value is not None:
+        verb = "lowers" if value < 0 else "raises"
+        return f"{verb} the mean review sentiment by {abs(value):.2f}"
+    return "has no measurable effect yet"
+
+
+def recommended_actions(aggregates: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The report's priorities, ranked by impact: the top pain points to fix (the first
+    "high", then "medium"), then the top delight to keep; each with its numbers, its
+    theme and dimension, and a verbatim quote with the client's review id as evidence.
+
+    Derived from the aggregates only, so it is the same for every build of the same
+    rows and never depends on model prose.
+    """
+    basis = (aggregates.get("impact") or {}).get("basis", "rating")
+    # Remarks no dimension fits ("other") are listed as points but are nothing to act on.
+    pains = [p for p in aggregates.get("pain_points", []) if p["dimension"] != OTHER_DIMENSION]
+    delights = [d for d in aggregates.get("delights", []) if d["dimension"] != OTHER_DIMENSION]
+    actions = []
+    for i, p in enumerate(pains[:3]):
+        actions.append(_action(p, basis, f"Fix: {p['name']}", "high" if i == 0 else "medium"))
+    for d in delights[:1]:
+        actions.append(_action(d, basis, f"Keep and promote: {d['name']}", "low"))
+    return actions
+
+
+def _action(p: Mapping[str, Any], basis: str, title: str, priority: str) -> dict[str, Any]:
+    quote = (p.get("quotes") or [{}])[0]
+    return {
+        "title": title,
+        "detail": f"{p['reviews']} reviews ({p['share']:.0%}) raise it in {p['dimension']}; "
+        f"it {_effect(p, basis)}.",
+        "priority": priority,
+        "evidence": quote.get("quote", ""),
+        "evidence_review_id": quote.get("external_review_id") or quote.get("review_id"),
+        "theme_id": p["theme_id"],
+        "dimension": p["dimension"],
+        "impact": p.get("impact"),
+    }
+
+
 def fallback_summary(product: str, aggregates: Mapping[str, Any], reason: str) -> Summary:
-    """A deterministic summary and actions from the aggregates alone (no LLM)."""
+    """A deterministic summary from the aggregates alone (no LLM); its actions are the
+    impact-ranked priorities."""
     ov = aggregates["overview"]
     dims = [d for d in aggregates["sentiment_by_dimension"] if d["insights"]]
     parts = [
@@ -202,40 +264,16 @@ def fallback_summary(product: str, aggregates: Mapping[str, Any], reason: str) -
     pains = aggregates["pain_points"]
     if pains:
         top = pains[0]
+        basis = (aggregates.get("impact") or {}).get("basis", "rating")
         parts.append(
-            f"The most frequent complaint is {top['aspect']} ({top['dimension']}, "
-            f"{top['mentions']} mentions)."
-        )
-    actions = []
-    for i, p in enumerate(pains[:3]):
-        quote = p["quotes"][0]["quote"] if p["quotes"] else ""
-        actions.append(
-            {
-                "title": f"Address {p['aspect']} ({p['dimension']})",
-                "detail": f"{p['mentions']} negative mentions with mean sentiment "
-                f"{(p['mean_score'] or 0):+.2f}; investigate root causes and follow up.",
-                "priority": "high" if i == 0 else "medium",
-                "evidence": quote,
-            }
-        )
-    delights = aggregates["delights"]
-    if delights:
-        d = delights[0]
-        actions.append(
-            {
-                "title": f"Promote {d['aspect']} ({d['dimension']})",
-                "detail": f"{d['mentions']} positive mentions; feature it in product messaging.",
-                "priority": "low",
-                "evidence": d["quotes"][0]["quote"] if d["quotes"] else "",
-            }
+            f"The complaint that weighs most is {top['name']} ({top['dimension']}, "
+            f"{top['reviews']} reviews): it {_effect(top, basis)}."
         )
     return Summary(
         summary=" ".join(parts),
-        actions=actions,
+        actions=[],
         source="fallback",
-        notes=[
-            f"LLM summary unavailable ({reason}); summary and actions derived from the aggregates."
-        ],
+        notes=[f"LLM summary unavailable ({reason}); summary derived from the aggregates."],
     )
 
 
@@ -278,7 +316,8 @@ def assemble_report(
         "progress": {"done": p.done, "ingested": p.ingested, "themed": p.themed},
         **aggregates,
         "summary": summary.summary,
-        "recommended_actions": summary.actions,
+        "recommended_actions": recommended_actions(aggregates),
+        "suggested_actions": summary.actions,  # the model's own ideas, unranked
         "summary_source": summary.source,
         "notes": summary.notes,
     }

@@ -17,6 +17,9 @@ def main() -> None:
         functools.partial(build, theme=settings),
         max_records=settings.max_records,
         max_inflight=settings.max_inflight,
+        # Insights are placed in partition order: a failing batch is retried in place,
+        # never parked on a retry topic (see services.theme.service).
+        retries=False,
     )
 
 

@@ -1,7 +1,8 @@
-"""Theme-specific Prometheus metrics: themes opened, insights assigned, fallback names.
+"""Theme-specific Prometheus metrics: themes opened and merged, insights placed, fallbacks.
 
-The generic stage metrics come from `shared.metrics` through the runner and LLM call
-metrics from `shared.llm`. Counters count processing, so a replay is counted again.
+The generic stage metrics come from `shared.metrics` through the runner, and LLM and
+embedding call metrics (stage labels `theme` and `embed`) from `shared.llm`. Counters count
+processing, so a replay is counted again (a replayed insight is not placed again, though).
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ from prometheus_client import Counter
 from shared import metrics as m
 from shared.events import InsightsExtracted
 
-THEMES_OPENED = Counter("vocstream_theme_themes_opened_total", "New themes written")
+THEMES_OPENED = Counter("vocstream_theme_themes_opened_total", "New themes opened")
+THEMES_MERGED = Counter(
+    "vocstream_theme_themes_merged_total", "Themes merged into another by consolidation"
+)
 INSIGHTS_ASSIGNED = Counter(
-    "vocstream_theme_insights_assigned_total", "Insights assigned to a theme"
+    "vocstream_theme_insights_assigned_total", "Insights placed in a theme for the first time"
 )
 FALLBACK_NAMES = Counter(
     "vocstream_theme_fallback_names_total",
@@ -23,8 +27,9 @@ FALLBACK_NAMES = Counter(
 )
 
 
-def observe(events: Iterable[InsightsExtracted], opened: int, assigned: int) -> None:
-    """Count a processed batch: reviews in, themes opened, insights assigned."""
+def observe(events: Iterable[InsightsExtracted], opened: int, placed: int, merged: int) -> None:
+    """Count a processed batch: reviews in, themes opened and merged, insights placed."""
     m.REVIEWS_IN.labels("theme").inc(sum(len(e.review_ids) for e in events))
     THEMES_OPENED.inc(opened)
-    INSIGHTS_ASSIGNED.inc(assigned)
+    THEMES_MERGED.inc(merged)
+    INSIGHTS_ASSIGNED.inc(placed)

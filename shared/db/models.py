@@ -183,11 +183,22 @@ class InsightRow(Base):
     # itself and its offsets are in the review's original text.
     quote_translation: Mapped[str | None] = mapped_column(Text)
     external_review_id: Mapped[str | None] = mapped_column(Text)  # the client's review_id
-    __table_args__ = (Index("ix_insights_job_dim", "job_id", "dimension"),)
+    __table_args__ = (
+        Index("ix_insights_job_dim", "job_id", "dimension"),
+        # keyset pages of a job's insights (exports, listing) and one review's insights
+        Index("ix_insights_job_id", "job_id", "id"),
+        Index("ix_insights_job_review", "job_id", "review_id", "id"),
+    )
 
 
 class Theme(Base):
-    """A theme of a job: id = uuid5(job, dimension, aspect key)."""
+    """A theme of a job and dimension: id = uuid5(job, dimension, the insight that opened it).
+
+    `centroid` is the sum of its members' unit embedding vectors (float64 little-endian),
+    `size` their count, `sample` a few aspects and quotes it is named from, `seq` its
+    opening order in the job. A merged theme keeps its row; `theme_merges` says where its
+    members went (see `services.theme.core`).
+    """
 
     __tablename__ = "themes"
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -196,11 +207,41 @@ class Theme(Base):
     key: Mapped[str] = mapped_column(Text, nullable=False)
     name: Mapped[str] = mapped_column(Text, nullable=False)
     description: Mapped[str] = mapped_column(Text, nullable=False)
+    seq: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    opened_at: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    size: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    centroid: Mapped[bytes | None] = mapped_column(LargeBinary)
+    sample: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default="{}")
     __table_args__ = (Index("ix_themes_job", "job_id"),)
 
 
+class ThemeMerge(Base):
+    """A merged theme and the theme holding its members now (chains compressed, so one
+    lookup resolves any theme id an insight or event ever carried)."""
+
+    __tablename__ = "theme_merges"
+    theme_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(36), nullable=False)
+    into_id: Mapped[str] = mapped_column(String(36), nullable=False)
+    at_insight: Mapped[int] = mapped_column(Integer, nullable=False)  # job's placed count
+    similarity: Mapped[float] = mapped_column(Float, nullable=False)
+    __table_args__ = (Index("ix_theme_merges_job", "job_id"),)
+
+
+class ThemeJob(Base):
+    """A job's theme-placement state: how many insights and themes so far, and a version
+    bumped by every batch that changed it (so a replica's cached state can be checked)."""
+
+    __tablename__ = "theme_jobs"
+    job_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    placed: Mapped[int] = mapped_column(Integer, nullable=False)
+    opened: Mapped[int] = mapped_column(Integer, nullable=False)
+
+
 class ThemeMember(Base):
-    """An insight's theme."""
+    """An insight's theme as first assigned (never rewritten; resolve through
+    `theme_merges`)."""
 
     __tablename__ = "theme_members"
     insight_id: Mapped[str] = mapped_column(String(36), primary_key=True)

@@ -108,6 +108,11 @@ class LLM:
             self._clients[key] = client
         return client
 
+    def openai_client(self, cfg: StageConfig) -> AsyncOpenAI:
+        """The SDK client of `cfg`'s endpoint, shared with the chat calls (used by
+        `shared.llm.embeddings`, which reuses this pool, limiter, cache and metrics)."""
+        return self._client(cfg)
+
     async def aclose(self) -> None:
         """Close the HTTP connection pools."""
         clients, self._clients = list(self._clients.values()), {}

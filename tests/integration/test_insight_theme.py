@@ -3,7 +3,7 @@
 Each test makes its own job (random id) with a `jobs` and a `job_models` row, produces
 `ReviewsTranslated` records straight onto `reviews.translated` and watches Postgres:
 insights whose quotes are exact substrings at their offsets, a `review_insights` and a
-`review_themed` row for every review, themes with members; reviews the fake LLM is told to
+`review_themed` row for every review, semantic themes with members; reviews the fake LLM is told to
 answer badly end in `dead_letters` and on `insight.dlq` while the rest complete; and a
 kill -9 of the insight service mid-job ends with the same insight rows as a calm run.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -233,10 +234,10 @@ async def test_reviews_get_insights_with_exact_quotes_and_themes(services: Stack
         )
         themes = await cur.fetchall()
     assert themes and all(name and n > 0 for _, _, name, n in themes)
-    keys = [(d, k) for d, k, _, _ in themes]
-    assert len(keys) == len(set(keys))
-    # "battery" and "Battery" (the fake's aspects) share one theme
-    assert [k for d, k, _, _ in themes if d == "Battery life"].count("battery") == 1
+    # themes are semantic (tests/integration/test_semantic_themes.py): a dimension's
+    # insights share a few themes - by what they say, not by how the aspect is spelled
+    per_dimension = Counter(d for d, _, _, _ in themes)
+    assert max(per_dimension.values()) <= 4, per_dimension
 
     # the event stream carries every review and insight once (replays aside)
     def mine(rec: Any) -> bool:

@@ -6,9 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from services.report.aggregates import build_points
-from services.report.html import render_report_html
 from shared.analyst import FAKE_MODEL, describe_analyst
+from shared.impact import ImpactIndex
 from shared.llm.settings import LLMSettings, StageOverride
+from shared.report_page import render_report_html
 from voc.demo import analyst_lines
 
 
@@ -46,8 +47,11 @@ def test_the_insight_stages_own_model_decides() -> None:
 def test_quote_rows_keep_the_translation_and_the_clients_id() -> None:
     rows = [
         {
+            "theme_id": "t-sound",
+            "name": "Sound drops out",
+            "description": "",
             "dimension": "Sound quality",
-            "aspect": "sound",
+            "aspect": "son",
             "sentiment": "negative",
             "n": 3,
             "mean": -0.6,
@@ -62,7 +66,15 @@ def test_quote_rows_keep_the_translation_and_the_clients_id() -> None:
             ],
         }
     ]
-    (point,) = build_points(rows, "negative")
+    whole = {"kind": "all", "key": "", "reviews": 3, "rated": 3, "rating_sum": 9.0}
+    part = {"kind": "theme:negative", "key": "t-sound", "reviews": 3, "rated": 3}
+    impact = ImpactIndex.of_rows(
+        [
+            {**whole, "scored": 3, "sentiment_sum": 0.0},
+            {**part, "rating_sum": 9.0, "scored": 3, "sentiment_sum": -1.8},
+        ]
+    )
+    (point,) = build_points(rows, "negative", impact, 3)
     (quote,) = point["quotes"]
     assert quote["quote"] == "Le son saute." and quote["quote_translation"] == "The sound skips."
     assert (quote["review_id"], quote["external_review_id"]) == ("internal-1", "client-1")

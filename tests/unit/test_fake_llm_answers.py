@@ -192,7 +192,10 @@ def test_theme_answers_one_theme_per_cluster() -> None:
     }
     out = ThemeOutput.model_validate(answer_theme(inp))
     check_keys(["c1", "c2"])(out)
-    assert "battery drain" in out.themes[0].name
+    assert out.themes[0].name == "Battery drain - mentions"
+    # keywords of the lexicon are named by their concept, in whatever language they came
+    many = {"clusters": [{"key": "t1", "dimension": "Price and value", "aspects": ["価格"]}]}
+    assert answer_theme(many)["themes"][0]["name"] == "Price - mentions"
 
 
 @pytest.mark.parametrize(

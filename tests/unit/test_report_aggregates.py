@@ -16,10 +16,12 @@ from services.report.aggregates import (
     build_points,
     build_rating_vs_sentiment,
     build_sentiment_by_dimension,
+    build_theme_hierarchy,
     build_top_themes,
     theme_trend,
 )
 from services.report.core import JobProgress
+from shared.impact import ImpactIndex, impact_delta
 
 
 def _progress(**kw: Any) -> JobProgress:
@@ -175,60 +177,141 @@ def test_top_themes_size_share_mix_and_trend() -> None:
     assert len(build_top_themes(rows, halves, limit=1)) == 1
 
 
-def test_points_top_per_dimension_with_distinct_quotes() -> None:
-    q = [
-        {"quote": "dies fast", "review_id": "r1", "score": -0.9},
-        {"quote": "Dies fast", "review_id": "r2", "score": -0.8},
-        {"quote": "three hours", "review_id": "r3", "score": -0.7},
-    ]
+def _impact_rows(whole: tuple[int, int, float], **parts: tuple[int, int, float]) -> list[Any]:
+    """`Q_IMPACT` rows: (reviews, rated, rating sum) for the job and per kind/key part
+    (keyword `neg_a` = kind "theme:negative", key "a"; sentiment sums mirror ratings)."""
+    kinds = {"neg": "theme:negative", "pos": "theme:positive", "theme": "theme", "dim": "dimension"}
     rows = [
         {
-            "dimension": "battery",
-            "aspect": "battery life",
-            "sentiment": "negative",
-            "n": 5,
-            "mean": -0.8,
-            "quotes": q,
-        },
-        {
-            "dimension": "battery",
-            "aspect": "case drain",
-            "sentiment": "negative",
-            "n": 2,
-            "mean": -0.5,
-            "quotes": q[2:],
-        },
-        {
-            "dimension": "battery",
-            "aspect": "a",
-            "sentiment": "negative",
-            "n": 1,
-            "mean": -0.1,
-            "quotes": [],
-        },
-        {
-            "dimension": "battery",
-            "aspect": "b",
-            "sentiment": "negative",
-            "n": 1,
-            "mean": -0.2,
-            "quotes": [],
-        },
-        {
-            "dimension": "fit",
-            "aspect": "comfort",
-            "sentiment": "positive",
-            "n": 9,
-            "mean": 0.7,
-            "quotes": [],
-        },
+            "kind": "all",
+            "key": "",
+            "reviews": whole[0],
+            "rated": whole[1],
+            "rating_sum": whole[2],
+            "scored": whole[0],
+            "sentiment_sum": whole[2] - 3 * whole[1],
+        }
     ]
-    pains = build_points(rows, "negative")
-    assert [p["aspect"] for p in pains] == ["battery life", "case drain", "b"]
+    for name, (n, rated, total) in parts.items():
+        kind, key = name.split("_", 1)
+        rows.append(
+            {
+                "kind": kinds[kind],
+                "key": key,
+                "reviews": n,
+                "rated": rated,
+                "rating_sum": total,
+                "scored": n,
+                "sentiment_sum": total - 3 * rated,
+            }
+        )
+    return rows
+
+
+def test_impact_is_the_mean_minus_the_mean_without() -> None:
+    assert impact_delta(40.0, 10, 4.0, 2) == 4.0 - 36.0 / 8  # two 2-star reviews of ten
+    assert impact_delta(40.0, 10, 0.0, 0) is None  # nothing carries it
+    assert impact_delta(40.0, 10, 40.0, 10) is None  # everything does: no "without"
+    index = ImpactIndex.of_rows(_impact_rows((100, 100, 400.0), neg_a=(20, 20, 40.0)))
+    effect = index.of("theme:negative", "a")
+    assert effect["rating"] == round(4.0 - 360 / 80, 4) == -0.5
+    assert (effect["reviews"], effect["rated_reviews"]) == (20, 20)
+    assert (effect["rating_with"], effect["rating_without"]) == (2.0, 4.5)
+    assert index.basis == "rating"
+    unrated = ImpactIndex.of_rows(_impact_rows((100, 3, 12.0), neg_a=(20, 0, 0.0)))
+    assert unrated.basis == "sentiment" and unrated.of("theme:negative", "a")["rating"] is None
+
+
+def _point(tid: str, name: str, sentiment: str, n: int, dim: str = "battery") -> dict[str, Any]:
+    q = [
+        {"quote": "dies fast", "review_id": "r1", "external_review_id": "c-1", "score": -0.9},
+        {"quote": "Dies fast", "review_id": "r2", "external_review_id": None, "score": -0.8},
+        {"quote": "three hours", "review_id": "r3", "external_review_id": "c-3", "score": -0.7},
+    ]
+    return {
+        "theme_id": tid,
+        "name": name,
+        "description": "",
+        "dimension": dim,
+        "aspect": name.lower(),
+        "sentiment": sentiment,
+        "n": n,
+        "mean": -0.8 if sentiment == "negative" else 0.8,
+        "quotes": q,
+    }
+
+
+def test_points_rank_by_impact_with_a_minimum_support() -> None:
+    # 300 reviews averaging 4 stars. "Performance" is harsh but rare (2 reviews); sound
+    # complaints are milder but in 60 reviews: they cost the rating far more.
+    rows = [
+        _point("perf", "Performance", "negative", 2, "performance"),
+        _point("sound", "Sound drops out", "negative", 70, "sound"),
+        _point("case", "Case scratches", "negative", 9, "build"),
+        _point("fit", "Comfortable fit", "positive", 40, "fit"),
+    ]
+    impact = ImpactIndex.of_rows(
+        _impact_rows(
+            (300, 300, 1200.0),
+            neg_perf=(2, 2, 2.0),
+            neg_sound=(60, 60, 180.0),
+            neg_case=(8, 8, 16.0),
+            pos_fit=(40, 40, 200.0),
+        )
+    )
+    pains = build_points(rows, "negative", impact, 300)
+    assert [p["theme_id"] for p in pains] == ["sound", "case"]  # perf: below support
+    assert pains[0]["impact"]["rating"] < pains[1]["impact"]["rating"] < 0
+    assert (pains[0]["reviews"], pains[0]["mentions"], pains[0]["share"]) == (60, 70, 0.2)
     assert [x["quote"] for x in pains[0]["quotes"]] == ["dies fast", "three hours"]
-    assert pains[0]["quotes"][0]["review_id"] == "r1"
-    delights = build_points(rows, "positive")
-    assert [p["aspect"] for p in delights] == ["comfort"]
+    assert [x["external_review_id"] for x in pains[0]["quotes"]] == ["c-1", "c-3"]
+    delights = build_points(rows, "positive", impact, 300)
+    assert [p["theme_id"] for p in delights] == ["fit"] and delights[0]["impact"]["rating"] > 0
+
+
+def test_unrated_jobs_rank_by_sentiment_impact() -> None:
+    rows = [_point("a", "A", "negative", 5), _point("b", "B", "negative", 5)]
+    whole = {
+        "kind": "all",
+        "key": "",
+        "reviews": 50,
+        "rated": 0,
+        "rating_sum": 0.0,
+        "scored": 50,
+        "sentiment_sum": 0.0,
+    }
+    a = {
+        "kind": "theme:negative",
+        "key": "a",
+        "reviews": 5,
+        "rated": 0,
+        "rating_sum": 0.0,
+        "scored": 5,
+        "sentiment_sum": -1.0,
+    }
+    b = {**a, "key": "b", "sentiment_sum": -4.0}
+    pains = build_points(rows, "negative", ImpactIndex.of_rows([whole, a, b]), 50)
+    assert [p["theme_id"] for p in pains] == ["b", "a"]
+    assert pains[0]["impact"]["rating"] is None and pains[0]["impact"]["sentiment"] < 0
+
+
+def test_theme_hierarchy_nests_themes_under_their_dimension() -> None:
+    dims = [
+        {"dimension": "battery", "insights": 5, "share": 0.5},
+        {"dimension": "fit", "insights": 0, "share": 0.0},
+        {"dimension": "price", "insights": 5, "share": 0.5},
+    ]
+    themes = [
+        {"id": "a", "name": "A", "dimension": "battery", "size": 3, "share": 0.3},
+        {"id": "b", "name": "B", "dimension": "battery", "size": 2, "share": 0.2},
+        {"id": "c", "name": "C", "dimension": "gone", "size": 1, "share": 0.1},
+    ]
+    out = build_theme_hierarchy(dims, themes)
+    assert [(d["dimension"], [t["id"] for t in d["themes"]]) for d in out] == [
+        ("battery", ["a", "b"]),
+        ("price", []),
+        ("gone", ["c"]),
+    ]
 
 
 def test_five_w_learned_and_observed() -> None:
@@ -298,16 +381,10 @@ def _raw() -> RawAggregates:
             }
         ],
         theme_halves=[{"theme_id": "a", "half": 1, "n": 2}, {"theme_id": "a", "half": 2, "n": 3}],
-        points=[
-            {
-                "dimension": "battery",
-                "aspect": "battery life",
-                "sentiment": "negative",
-                "n": 5,
-                "mean": -0.5,
-                "quotes": [{"quote": "dies", "review_id": "r1", "score": -0.5}],
-            }
-        ],
+        points=[_point("a", "Short battery", "negative", 5)],
+        impact=_impact_rows(
+            (4, 4, 14.0), neg_a=(3, 3, 9.0), theme_a=(3, 3, 9.0), dim_battery=(3, 3, 9.0)
+        ),
         ratings=[{"rating": 2, "reviews": 4, "mean": -0.5, "insights": 5}],
         languages=[{"language": "en", "reviews": 4, "translated": 1, "mean": -0.5}],
     )
@@ -339,9 +416,16 @@ def test_assembled_report_has_every_section_and_fallback_summary() -> None:
     assert "dead-lettered (insight: 1)" in doc["coverage"]["note"]
     assert doc["summary_source"] == "fallback"
     assert "LLMMalformedOutput" in doc["notes"][0]
-    assert "battery life" in doc["summary"]
-    assert doc["recommended_actions"][0]["priority"] == "high"
-    assert doc["recommended_actions"][0]["evidence"] == "dies"
+    assert (
+        "Short battery" in doc["summary"] and "lowers the mean review sentiment" in doc["summary"]
+    )
+    action = doc["recommended_actions"][0]
+    assert action["priority"] == "high" and action["title"] == "Fix: Short battery"
+    assert (action["evidence"], action["evidence_review_id"]) == ("dies fast", "c-1")
+    assert action["theme_id"] == "a" and action["impact"]["rating"] == -1.5  # 3.5 - 5.0
+    assert doc["suggested_actions"] == []
+    assert doc["themes_by_dimension"][0]["themes"][0]["id"] == "a"
+    assert doc["impact"]["basis"] == "sentiment"  # 4 rated reviews: too few for stars
 
 
 def test_same_rows_same_report() -> None:
@@ -358,7 +442,8 @@ def test_llm_input_is_compact_and_grounded() -> None:
     assert doc["product"] == "Buds"
     dims = doc["aggregates"]["sentiment_by_dimension"]
     assert dims == [{"name": "battery", "insights": 5, "positive": 0, "negative": 5, "score": -0.5}]
-    assert doc["aggregates"]["pain_points"][0]["quote"] == "dies"
+    pain = doc["aggregates"]["pain_points"][0]
+    assert (pain["theme"], pain["quote"], pain["reviews"]) == ("Short battery", "dies fast", 3)
 
 
 def test_rows_for_upsert() -> None:
@@ -408,3 +493,34 @@ def test_a_replayed_job_waits_while_reprocessing_then_rebuilds_once() -> None:
     p = _progress(themed=100, report_status="completed", report_done=100, report_themed=100)
     assert core.decide(replace(p, job_status="reprocessing")) is None
     assert core.decide(replace(p, job_status="replayed")) == "completed"
+
+
+def test_actions_follow_impact_and_skip_remarks_no_dimension_fits() -> None:
+    def point(tid: str, dim: str, rating: float) -> dict[str, Any]:
+        return {
+            "theme_id": tid,
+            "name": tid,
+            "dimension": dim,
+            "reviews": 9,
+            "share": 0.1,
+            "impact": {"rating": rating, "rating_with": 2.0, "rating_without": 4.0},
+            "quotes": [{"quote": "q", "review_id": "r", "external_review_id": "c"}],
+        }
+
+    aggregates = {
+        "impact": {"basis": "rating"},
+        "pain_points": [
+            point("vague", "other", -0.5),
+            point("a", "x", -0.3),
+            point("b", "y", -0.1),
+        ],
+        "delights": [point("c", "z", 0.2)],
+    }
+    actions = core.recommended_actions(aggregates)
+    assert [(a["theme_id"], a["priority"]) for a in actions] == [
+        ("a", "high"),
+        ("b", "medium"),
+        ("c", "low"),
+    ]
+    assert "lowers the average rating by 0.30 stars (2.0" in actions[0]["detail"]
+    assert actions[0]["evidence_review_id"] == "c"

@@ -9,14 +9,14 @@ from typing import Any
 from services.report import core
 from services.report.aggregates import RawAggregates, build_aggregates
 from services.report.core import JobProgress
-from services.report.html import hbar_chart, rating_chart, render_report_html
+from shared.report_page import hbar_chart, impact_chart, rating_chart, render_report_html
 
 
 def sample_report(quote: str = "dies after three hours") -> dict[str, Any]:
     """A small but complete report document, built the way the service builds it."""
     raw = RawAggregates(
         counts={
-            "reviews": 3,
+            "reviews": 12,
             "themed": 3,
             "insights": 4,
             "themes": 2,
@@ -59,20 +59,78 @@ def sample_report(quote: str = "dies after three hours") -> dict[str, Any]:
         theme_halves=[{"theme_id": "t1", "half": 2, "n": 2}, {"theme_id": "t2", "half": 1, "n": 2}],
         points=[
             {
+                "theme_id": "t1",
+                "name": "Short battery",
+                "description": "drains",
                 "dimension": "battery",
                 "aspect": "battery life",
                 "sentiment": "negative",
-                "n": 2,
+                "n": 4,
                 "mean": -0.7,
-                "quotes": [{"quote": quote, "review_id": "r1", "score": -0.7}],
+                "quotes": [
+                    {
+                        "quote": quote,
+                        "review_id": "r1",
+                        "external_review_id": "shop-17",
+                        "score": -0.7,
+                    }
+                ],
             },
             {
+                "theme_id": "t2",
+                "name": "Comfortable",
+                "description": "light",
                 "dimension": "fit",
                 "aspect": "comfort",
                 "sentiment": "positive",
-                "n": 2,
+                "n": 4,
                 "mean": 0.8,
-                "quotes": [{"quote": "light as air", "review_id": "r2", "score": 0.8}],
+                "quotes": [
+                    {
+                        "quote": "léger comme l'air",
+                        "quote_translation": "light as air",
+                        "review_id": "r2",
+                        "score": 0.8,
+                    }
+                ],
+            },
+        ],
+        impact=[
+            {
+                "kind": "all",
+                "key": "",
+                "reviews": 12,
+                "rated": 12,
+                "rating_sum": 42.0,
+                "scored": 12,
+                "sentiment_sum": 1.2,
+            },
+            {
+                "kind": "theme:negative",
+                "key": "t1",
+                "reviews": 4,
+                "rated": 4,
+                "rating_sum": 6.0,
+                "scored": 4,
+                "sentiment_sum": -2.8,
+            },
+            {
+                "kind": "theme:positive",
+                "key": "t2",
+                "reviews": 4,
+                "rated": 4,
+                "rating_sum": 20.0,
+                "scored": 4,
+                "sentiment_sum": 3.2,
+            },
+            {
+                "kind": "theme",
+                "key": "t1",
+                "reviews": 4,
+                "rated": 4,
+                "rating_sum": 6.0,
+                "scored": 4,
+                "sentiment_sum": -2.8,
             },
         ],
         five_w_tags=[{"w": "who", "value": "runners", "n": 2}],
@@ -119,6 +177,7 @@ def test_page_has_every_section_and_charts() -> None:
     for heading in (
         "Summary",
         "Recommended actions",
+        "Impact",
         "Sentiment by dimension",
         "Top themes",
         "Pain points",
@@ -128,10 +187,15 @@ def test_page_has_every_section_and_charts() -> None:
         "Languages",
     ):
         assert f"<h2>{heading}</h2>" in page, heading
-    assert page.count("<svg") == 4  # dimensions, themes, ratings, languages
+    assert page.count("<svg") == 5  # impact, dimensions, themes, ratings, languages
     assert "dies after three hours" in page and "light as air" in page
+    assert "léger comme l&#x27;air" in page  # the customer's words, the translation beside
+    assert "shop-17" in page  # the client's review id beside its quote
     assert "Battery is the main complaint." in page
-    assert "Fix battery" in page
+    assert "Fix: Short battery" in page  # the impact-ranked priority
+    assert "Fix battery" in page  # the model's suggestion, listed after
+    assert "Impact on the average rating" in page
+    assert "<h2>Themes by dimension</h2>" in page
     assert "commuters" in page and "runners (2)" in page
 
 
@@ -162,6 +226,28 @@ def test_preliminary_badge_and_empty_sections() -> None:
     assert "preliminary" in page
     assert "None found." in page
     assert render_report_html({})  # even an empty document renders
+
+
+def test_partial_reports_carry_their_notice() -> None:
+    doc = sample_report()
+    doc.update(partial=True, notice="Job stalled: 3 reviews still missing.")
+    assert '<p class="notice">Job stalled: 3 reviews still missing.</p>' in render_report_html(doc)
+    assert 'class="notice"' not in render_report_html(sample_report())
+
+
+def test_impact_chart_puts_pain_left_and_delight_right() -> None:
+    points = [
+        {"name": "pain", "reviews": 9, "impact": {"rating": -0.5}},
+        {"name": "joy", "reviews": 4, "impact": {"rating": 0.25}},
+        {"name": "unmeasured", "reviews": 1, "impact": {"rating": None, "sentiment": None}},
+    ]
+    svg = impact_chart(points, "rating")
+    rects = re.findall(r'<rect x="([\d.]+)" y="\d+" width="([\d.]+)"', svg)
+    (x_pain, w_pain), (x_joy, w_joy) = [(float(x), float(w)) for x, w in rects]
+    assert x_pain + w_pain == x_joy  # both start at the zero line, on either side
+    assert w_pain == 2 * w_joy
+    assert "unmeasured" not in svg and "n=9" in svg
+    assert "Not enough reviews" in impact_chart([], "rating")
 
 
 def test_charts_scale_bars_to_the_largest_value() -> None:

@@ -812,23 +812,53 @@ def five_w_labels(text: str) -> dict[str, list[str]]:
 
 
 def answer_theme(inp: dict[str, Any]) -> dict[str, Any]:
-    """One theme per cluster, named after its most common aspect."""
-    dimension = str(inp.get("dimension") or "General")
+    """One theme per cluster: its most common aspect and the tone of its quotes
+    ("Sound - praise", "Battery - complaints"), described from its size and a quote."""
+    default_dimension = str(inp.get("dimension") or "General")
     themes = []
     for c in inp.get("clusters") or []:
         if not isinstance(c, dict):
             continue
+        dimension = str(c.get("dimension") or default_dimension)
         aspects = [str(a) for a in c.get("aspects") or [] if a]
         quotes = [str(q) for q in c.get("quotes") or [] if q]
-        top = Counter(a.casefold() for a in aspects).most_common(1)
+        # a lexicon keyword in any language is named by its concept ("価格" -> "price"),
+        # as a model writing in the target language would
+        top = Counter(_concept_word(a) for a in aspects).most_common(1)
         aspect = top[0][0] if top else "general feedback"
-        desc = f"{len(aspects)} mentions of {aspect} ({dimension})."
+        size = c.get("size") if isinstance(c.get("size"), int) else len(aspects)
+        tone = _tone(quotes)
+        desc = f"{size} mentions of {aspect} ({dimension}), {tone}."
         if quotes:
             desc += f' For example: "{quotes[0][:100]}"'
-        themes.append(
-            {"key": str(c.get("key")), "name": f"{dimension}: {aspect}"[:120], "description": desc}
-        )
+        name = f"{aspect[:1].upper()}{aspect[1:]} - {tone}"
+        themes.append({"key": str(c.get("key")), "name": name[:120], "description": desc})
     return {"themes": themes}
+
+
+def _concept_word(aspect: str) -> str:
+    """The lexicon concept's own word for an aspect that is one of its keywords."""
+    key = aspect.casefold()
+    for d in LEXICON:
+        if key in d.keywords:
+            return d.aliases[0] if d.aliases else d.name.casefold()
+    return key
+
+
+def _tone(quotes: list[str]) -> str:
+    """How a theme's quotes sound, from the sentiment lexicon."""
+    pos = neg = 0
+    for q in quotes:
+        hits = lexicon_index().find(q)
+        pos += sum(1 for h in hits if h.label[0] == "pos")
+        neg += sum(1 for h in hits if h.label[0] == "neg")
+    if pos and neg:
+        return "mixed views"
+    if pos:
+        return "praise"
+    if neg:
+        return "complaints"
+    return "mentions"
 
 
 _NAME_KEYS = ("dimension", "name", "label", "key")

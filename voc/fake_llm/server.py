@@ -4,6 +4,8 @@ Routes:
 - `POST /v1/chat/completions`: the stage comes from `X-Voc-Stage` (or is guessed from the
   input), the input is the first user message that parses as a JSON object, the answer
   is `voc.fake_llm.answers`' for that stage. Returns `usage` and `x-ratelimit-*` headers.
+- `POST /v1/embeddings`: deterministic vectors (`voc.fake_llm.embeddings`) in which the
+  lexicon's multilingual synonyms lie close; float or base64 encoding, `dimensions`.
 - `GET /v1/models`, `GET /health`
 - `GET|POST /admin/config`: read or change the config on a running server (and
   `POST /stats/reset`): only with the admin token, or from loopback (`admin.py`)
@@ -38,6 +40,7 @@ from pydantic import ValidationError
 from voc.fake_llm.admin import ADMIN_PATHS, AdminGuard
 from voc.fake_llm.answers import answer, drop_one_item, guess_stage, paraphrase_quotes
 from voc.fake_llm.config import FakeConfig
+from voc.fake_llm.embeddings import EmbeddingRequestError, embeddings_response
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +171,8 @@ class FakeLLMApp:
     def _configure_bucket(self) -> None:
         c = self.config
         self.bucket = TokenBucket(c.rate_limit_rps, c.burst) if c.rate_limit_rps > 0 else None
+        # Providers limit each model separately: embeddings have a bucket of their own.
+        self.embed_bucket = TokenBucket(c.rate_limit_rps, c.burst) if c.rate_limit_rps > 0 else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -187,6 +192,8 @@ class FakeLLMApp:
             return
         if path == "/v1/chat/completions" and method == "POST":
             await self.chat(scope, body, receive, send)
+        elif path in ("/v1/embeddings", "/embeddings") and method == "POST":
+            await self.embeddings(scope, body, send)
         elif path in ("/v1/models", "/models") and method == "GET":
             data = {
                 "object": "list",
@@ -368,6 +375,51 @@ class FakeLLMApp:
                 "total_tokens": prompt_tokens + completion_tokens,
             },
         }
+        await _send(send, 200, orjson.dumps(doc), [*_JSON, *rl_headers])
+
+    async def embeddings(self, scope: Scope, body: bytes, send: Send) -> None:
+        """`POST /v1/embeddings`: vectors from `voc.fake_llm.embeddings`, behind a rate
+        limit like chat's (a bucket of its own: providers limit each model separately),
+        the same latency and server-error faults (stage from `X-Voc-Stage`)."""
+        t0 = time.monotonic()
+        st = self.stats
+        st.requests += 1  # (not in `arrivals`: those time the chat quota's bucket)
+        stage = _header(scope, b"x-voc-stage") or "embed"
+        ss = st.stage(stage)
+        ss["requests"] += 1
+        rl_headers: list[tuple[bytes, bytes]] = []
+        if self.embed_bucket is not None:
+            allowed, remaining, wait = self.embed_bucket.take()
+            rl_headers = self._ratelimit_headers(remaining)
+            if not allowed:
+                st.rate_limited += 1
+                ss["rate_limited"] += 1
+                self.m_requests.labels(stage, "429").inc()
+                retry = [(b"retry-after", str(max(1, math.ceil(wait))).encode())]
+                err = {"error": {"message": "Rate limit reached", "code": "rate_limit_exceeded"}}
+                await _send(send, 429, orjson.dumps(err), [*_JSON, *rl_headers, *retry])
+                return
+        c = self.config
+        if c.latency_max_ms > 0:
+            await asyncio.sleep(self.rng.uniform(c.latency_min_ms, c.latency_max_ms) / 1000)
+        try:
+            req = orjson.loads(body)
+            doc = embeddings_response(req, c.model)
+        except (orjson.JSONDecodeError, EmbeddingRequestError) as exc:
+            await _respond(send, 400, {"error": {"message": str(exc)[:300]}})
+            return
+        texts = "\n".join(str(t) for t in (req.get("input") or []))
+        if self._pick_fault(stage, texts) == "server_error":
+            st.faults["server_error"] += 1
+            ss["faults"]["server_error"] += 1
+            self.m_faults.labels(stage, "server_error").inc()
+            await _respond(send, 500, {"error": {"message": "injected server error"}})
+            return
+        st.prompt_tokens += doc["usage"]["prompt_tokens"]
+        st.ok += 1
+        ss["ok"] += 1
+        self.m_requests.labels(stage, "200").inc()
+        self.m_latency.observe(time.monotonic() - t0)
         await _send(send, 200, orjson.dumps(doc), [*_JSON, *rl_headers])
 
     def _pick_fault(self, stage: str, user_text: str) -> str | None:

@@ -2,7 +2,13 @@
 
 No external JS, CSS or fonts: charts are inline SVG bar charts drawn here, server-side.
 The API serves this page at `/v1/jobs/{id}/report.html` and `voc demo` writes the same
-page to disk. Every value from the report is HTML-escaped (review quotes are user input).
+page to disk, so it lives in `shared` (no service imports another). Every value from the
+report is HTML-escaped (review quotes and model text are untrusted input).
+
+The page leads with what to act on: the recommended actions (ranked by impact) and an
+impact chart - how much each complaint and each kind of praise moves the average rating -
+then the dimension -> theme hierarchy, pain points and delights with their quotes (and the
+client's review ids), and the descriptive sections.
 """
 
 from __future__ import annotations
@@ -56,6 +62,11 @@ th { font-size: 13px; color: #5b6573; font-weight: 600; }
 svg text { font: 12px system-ui, sans-serif; fill: #1d2430; }
 .legend span { display: inline-block; margin-right: 14px; font-size: 13px; }
 .legend i { display: inline-block; width: 10px; height: 10px; margin-right: 4px; }
+.notice { background: #fff4d6; border-left: 4px solid #d08a18; padding: 10px 14px;
+  border-radius: 6px; }
+tr.dim td { background: #f4f6f9; } td.theme { padding-left: 22px; }
+blockquote .tr { display: block; font-style: normal; color: #666; font-size: 13px; }
+blockquote .rid { font-style: normal; color: #8a93a0; font-size: 12px; margin-left: 8px; }
 """
 
 
@@ -178,6 +189,86 @@ def rating_chart(rows: Sequence[Mapping[str, Any]]) -> str:
     return "".join(parts)
 
 
+def impact_chart(points: Sequence[Mapping[str, Any]], basis: str) -> str:
+    """A diverging bar chart: each pain point (left, red) and delight (right, green) by its
+    impact on the average rating (or sentiment), labelled with the reviews behind it."""
+    rows = []
+    for p in points:
+        imp = p.get("impact") or {}
+        value = imp.get(basis) if imp.get(basis) is not None else imp.get("sentiment")
+        if value is not None:
+            rows.append((str(p.get("name") or p.get("aspect") or ""), float(value), p))
+    if not rows:
+        return '<p class="note">Not enough reviews yet to measure impact.</p>'
+    rows.sort(key=lambda r: r[1])
+    top = max(abs(v) for _, v, _ in rows) or 1
+    mid = LABEL_W + (CHART_W - LABEL_W) / 2
+    half = (CHART_W - LABEL_W) / 2 - 60
+    unit = "stars" if basis == "rating" else "sentiment"
+    height = ROW_H * len(rows) + 8
+    title = f"Impact on the average rating ({unit})"
+    parts = [
+        f'<svg role="img" aria-label="{_e(title)}" viewBox="0 0 {CHART_W} {height}" '
+        f'width="100%" xmlns="http://www.w3.org/2000/svg"><title>{_e(title)}</title>',
+        f'<line x1="{mid:.1f}" y1="0" x2="{mid:.1f}" y2="{height}" stroke="#8a93a0"/>',
+    ]
+    for i, (label, value, p) in enumerate(rows):
+        y = 4 + i * ROW_H
+        w = max(1.0, half * abs(value) / top)
+        x = mid - w if value < 0 else mid
+        colour = NEG if value < 0 else POS
+        text_x = x - 6 if value < 0 else x + w + 6
+        anchor = "end" if value < 0 else "start"
+        parts.append(
+            f'<text x="{LABEL_W - 8}" y="{y + 16}" text-anchor="end">{_e(_trunc(label, 28))}'
+            f'</text><rect x="{x:.1f}" y="{y + 3}" width="{w:.1f}" height="{ROW_H - 8}" '
+            f'rx="3" fill="{colour}"><title>{_e(label)}: {value:+.3f}</title></rect>'
+            f'<text x="{text_x:.1f}" y="{y + 16}" text-anchor="{anchor}">{value:+.2f} · '
+            f"n={_e(p.get('reviews'))}</text>"
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _hierarchy(dims: Sequence[Mapping[str, Any]], basis: str) -> str:
+    """Dimension -> theme table: volume, share, sentiment and impact of each."""
+    if not dims:
+        return '<p class="note">No themes yet.</p>'
+
+    def impact(x: Mapping[str, Any]) -> str:
+        imp = x.get("impact") or {}
+        value = imp.get(basis) if imp.get(basis) is not None else imp.get("sentiment")
+        return "-" if value is None else f"{value:+.2f}"
+
+    rows = []
+    for d in dims:
+        rows.append(
+            f'<tr class="dim"><td><b>{_e(d.get("dimension"))}</b></td>'
+            f"<td>{_e(d.get('insights'))}</td><td>{_pct(d.get('share'))}</td>"
+            f"<td>{_e(_score(d.get('mean_score')))}</td><td>{impact(d)}</td>"
+            f"<td>{_e((d.get('impact') or {}).get('reviews', '-'))}</td></tr>"
+        )
+        for t in d.get("themes") or []:
+            rows.append(
+                f'<tr><td class="theme">{_e(t.get("name"))}</td><td>{_e(t.get("size"))}</td>'
+                f"<td>{_pct(t.get('share'))}</td><td>{_e(_score(t.get('mean_score')))}</td>"
+                f"<td>{impact(t)}</td><td>{_e(t.get('reviews', '-'))}</td></tr>"
+            )
+    return (
+        "<table><tr><th>Dimension / theme</th><th>Insights</th><th>Share</th>"
+        "<th>Sentiment</th><th>Impact</th><th>Reviews</th></tr>" + "".join(rows) + "</table>"
+    )
+
+
+def _notice(report: Mapping[str, Any]) -> str:
+    """A banner for a partial report (e.g. a stalled job), if the report says so."""
+    notice = report.get("notice")
+    if not report.get("partial") and not notice:
+        return ""
+    text = notice if isinstance(notice, str) and notice else "This report is partial."
+    return f'<p class="notice">{_e(text)}</p>'
+
+
 def _cards(ov: Mapping[str, Any], cov: Mapping[str, Any]) -> str:
     items = [
         ("Reviews", ov.get("reviews")),
@@ -202,19 +293,24 @@ def _points(points: Sequence[Mapping[str, Any]], cls: str) -> str:
     out = []
     for p in points:
         quotes = "".join(_quote(q) for q in p.get("quotes") or [])
+        imp = (p.get("impact") or {}).get("rating")
+        effect = "" if imp is None else f" · impact {imp:+.2f} stars"
         out.append(
-            f'<div class="point {cls}"><b>{_e(p.get("aspect"))}</b> '
-            f'<span class="meta">{_e(p.get("dimension"))} · {_e(p.get("mentions"))} mentions · '
-            f"{_e(_score(p.get('mean_score')))}</span>{quotes}</div>"
+            f'<div class="point {cls}"><b>{_e(p.get("name") or p.get("aspect"))}</b> '
+            f'<span class="meta">{_e(p.get("dimension"))} · {_e(p.get("reviews"))} reviews · '
+            f"{_e(p.get('mentions'))} mentions · {_e(_score(p.get('mean_score')))}"
+            f"{_e(effect)}</span>{quotes}</div>"
         )
     return "".join(out)
 
 
 def _quote(q: Mapping[str, Any]) -> str:
-    """A quote in the customer's language, its translation (if any) beside it."""
+    """A quote in the customer's words, its translation (if any) beside it, and the
+    review it is from (the client's id when there is one)."""
     tr = q.get("quote_translation")
     beside = f'<span class="tr">{_e(tr)}</span>' if tr else ""
-    return f"<blockquote>“{_e(q.get('quote'))}”{beside}</blockquote>"
+    rid = _e(q.get("external_review_id") or q.get("review_id"))
+    return f'<blockquote>“{_e(q.get("quote"))}”{beside}<span class="rid">{rid}</span></blockquote>'
 
 
 def _analyst(analyst: Any) -> str:
@@ -251,10 +347,19 @@ def _actions(actions: Sequence[Mapping[str, Any]]) -> str:
     rows = "".join(
         f'<tr><td><span class="prio {_e(a.get("priority"))}">{_e(a.get("priority"))}</span></td>'
         f"<td><b>{_e(a.get('title'))}</b><br>{_e(a.get('detail'))}"
-        f'<br><span class="note">Evidence: {_e(a.get("evidence"))}</span></td></tr>'
+        f'<br><span class="note">Evidence: {_e(a.get("evidence"))}'
+        + (f" (review {_e(a.get('evidence_review_id'))})" if a.get("evidence_review_id") else "")
+        + "</span></td></tr>"
         for a in actions
     )
     return f"<table>{rows}</table>"
+
+
+def _suggestions(actions: Sequence[Mapping[str, Any]]) -> str:
+    if not actions:
+        return ""
+    items = "".join(f"<li><b>{_e(a.get('title'))}</b>: {_e(a.get('detail'))}</li>" for a in actions)
+    return f'<h3>Further suggestions from the model</h3><ul class="note">{items}</ul>'
 
 
 def _themes_table(themes: Sequence[Mapping[str, Any]]) -> str:
@@ -273,6 +378,20 @@ def _themes_table(themes: Sequence[Mapping[str, Any]]) -> str:
     return (
         "<table><tr><th>Theme</th><th>Dimension</th><th>Size</th><th>Share</th>"
         f"<th>Sentiment +/=/-</th><th>Trend</th></tr>{rows}</table>"
+    )
+
+
+def _impact_note(impact: Mapping[str, Any]) -> str:
+    if impact.get("basis") == "sentiment":
+        return (
+            "Impact: the mean review sentiment minus the mean without the reviews that "
+            "carry a point (too few star ratings to use stars). Bars: pain points left, "
+            "delights right; n = reviews behind each."
+        )
+    return (
+        "Impact: the average star rating minus the average without the reviews that carry "
+        "a point - what it costs or earns in stars. Bars: pain points left, delights right; "
+        f"n = reviews behind each (at least {impact.get('min_support', '-')})."
     )
 
 
@@ -302,6 +421,8 @@ def render_report_html(report: Mapping[str, Any]) -> str:
         f'<span><i style="background:{NEU}"></i>neutral</span>'
         f'<span><i style="background:{NEG}"></i>negative</span></p>'
     )
+    basis = str((report.get("impact") or {}).get("basis") or "rating")
+    impact_points = [*(report.get("pain_points") or []), *(report.get("delights") or [])]
     label = "final" if status == "completed" else "preliminary"
     title = f"{report.get('product', '')} - Voice of Customer report"
     return f"""<!doctype html>
@@ -313,17 +434,22 @@ def render_report_html(report: Mapping[str, Any]) -> str:
 <div class="sub">Voice-of-Customer report · job {_e(report.get("job_id"))} ·
 target language {_e(report.get("target_language"))}
 <span class="badge {_e(status)}">{_e(label)}</span></div></header>
+{_notice(report)}
 <section><h2>Summary</h2>{_analyst(report.get("analyst"))}<p>{_e(report.get("summary"))}</p>
 {_cards(ov, cov)}<p class="note">{_e(cov.get("note"))}</p>
 {f"<ul class=note>{notes}</ul>" if notes else ""}</section>
 <section><h2>Recommended actions</h2>{_actions(report.get("recommended_actions") or [])}
-</section>
+{_suggestions(report.get("suggested_actions") or [])}</section>
+<section><h2>Impact</h2>{impact_chart(impact_points, basis)}
+<p class="note">{_e(_impact_note(report.get("impact") or {}))}</p></section>
 <section><h2>Sentiment by dimension</h2>{legend}
 {stacked_sentiment_chart(report.get("sentiment_by_dimension") or [])}
 <p class="note">Bar length: insights per dimension; label: count · mean sentiment (-1..+1).</p>
 </section>
 <section><h2>Top themes</h2>{hbar_chart(theme_rows, "Top themes by size")}
 {_themes_table(themes)}</section>
+<section><h2>Themes by dimension</h2>{_hierarchy(report.get("themes_by_dimension") or [], basis)}
+</section>
 <section class="cols"><div><h2>Pain points</h2>
 {_points(report.get("pain_points") or [], "neg")}</div>
 <div><h2>Delights</h2>{_points(report.get("delights") or [], "pos")}</div></section>

@@ -1,0 +1,375 @@
+"""Text embeddings over any OpenAI-compatible `/embeddings` endpoint, under the LLM quota.
+
+    embedder = build_embedder(llm)            # shares the LLM's limiter, cache and metrics
+    vectors = await embedder.embed(["sound: the sound is great", ...], job_id=job_id)
+
+One `embed()` call: truncate every input to `VOC_LLM_EMBED_MAX_CHARS`, de-duplicate
+identical inputs, look each up in the LLM result cache (key: a hash of model, dimensions
+and text, so a replay or a duplicate review costs nothing), then send the misses in
+batches of `VOC_LLM_EMBED_BATCH` inputs per call, each call paced by the shared Redis
+token bucket (`shared.llm.ratelimit`) like every chat call. Transport failures are
+retried with backoff and jitter, honouring `Retry-After`; a 429 slows the shared limiter
+down for everyone. Failures end in the typed errors of `shared.llm.errors`.
+
+A vector comes back as the float32 values the provider sent (`array('f')`): the cache
+stores exactly those bytes, so a cache hit and a fresh call give bit-identical vectors,
+which the theme stage's deterministic clustering relies on. An embedding depends on its
+own text only (never on the other inputs of its batch), so the cache needs no tenant in
+its key: nobody can change another tenant's vector by what they upload.
+
+Settings (environment, default in brackets); endpoint and key default to the theme
+stage's LLM settings (`VOC_LLM_THEME_BASE_URL` / `VOC_LLM_BASE_URL` ...):
+
+- `VOC_LLM_EMBED_MODEL` [voc-fake-embed-1]: e.g. text-embedding-3-small, text-embedding-v3
+  (DashScope), nomic-embed-text (Ollama), BAAI/bge-m3 (vLLM)
+- `VOC_LLM_EMBED_BASE_URL`, `VOC_LLM_EMBED_API_KEY`: a different endpoint for embeddings
+- `VOC_LLM_EMBED_DIMENSIONS` [unset]: ask for shorter vectors (models that support it)
+- `VOC_LLM_EMBED_BATCH` [64]: inputs per embeddings call
+- `VOC_LLM_EMBED_MAX_CHARS` [2000]: inputs are cut to this many characters
+- `VOC_LLM_EMBED_RPS`, `VOC_LLM_EMBED_TPM` [the theme stage's]: the embedding model's quota
+  (a provider limits each model separately, so it has its own bucket in Redis)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import hashlib
+import logging
+import random
+import sys
+import time
+from array import array
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import openai
+from openai import AsyncOpenAI
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.llm.cache import ResultCache
+from shared.llm.context import bypass_cache
+from shared.llm.errors import (
+    LLMError,
+    LLMRateLimited,
+    LLMRequestRejected,
+    LLMTimeout,
+    LLMUnavailable,
+)
+from shared.llm.metrics import LLMMetrics
+from shared.llm.ratelimit import RateLimiter
+from shared.llm.retry import backoff_delay, parse_ratelimit_headers, parse_retry_after
+from shared.llm.settings import LLMSettings, StageConfig
+
+log = logging.getLogger(__name__)
+
+STAGE = "embed"  # the `stage` label of the embedding calls' metrics and limiter bucket
+STAGE_HEADER = "X-Voc-Stage"
+_RETRYABLE_STATUS = {408, 409, 425}
+
+Vector = array  # array('f'): the provider's float32 values
+_BIG_ENDIAN = sys.byteorder == "big"  # the cache holds little-endian bytes everywhere
+
+
+class EmbedSettings(BaseSettings):
+    """Which model embeds, where, in what batches and under which quota."""
+
+    model_config = SettingsConfigDict(env_prefix="VOC_LLM_EMBED_", extra="ignore")
+
+    model: str = "voc-fake-embed-1"
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    dimensions: int | None = Field(default=None, ge=1, le=16_384)
+    batch: int = Field(default=64, ge=1, le=2048)
+    max_chars: int = Field(default=2000, ge=16)
+    rps: float | None = Field(default=None, gt=0)
+    tpm: int | None = Field(default=None, ge=0)
+
+    def stage_config(self, llm: LLMSettings) -> StageConfig:
+        """The embedding calls' resolved settings: the theme stage's, with ours on top."""
+        base = llm.for_stage("theme")
+        return dataclasses.replace(
+            base,
+            stage=STAGE,
+            model=self.model,
+            base_url=self.base_url or base.base_url,
+            api_key=self.api_key or base.api_key,
+            rps=self.rps if self.rps is not None else base.rps,
+            tpm=self.tpm if self.tpm is not None else base.tpm,
+        )
+
+
+class EmbedsText(Protocol):
+    """Port: what the theme stage needs from an embedding model."""
+
+    async def embed(self, texts: Sequence[str], *, job_id: str | None = None) -> list[Vector]:
+        """One vector per text, in order."""
+        ...
+
+
+class _Retry(Exception):
+    """Internal: a retryable failure of one embeddings call."""
+
+    def __init__(self, kind: str, cause: BaseException, retry_after: float | None = None):
+        super().__init__(kind)
+        self.kind = kind
+        self.cause = cause
+        self.retry_after = retry_after
+
+
+def embed_cache_key(prefix: str, cfg: StageConfig, dimensions: int | None, text: str) -> str:
+    """The Redis key of one text's vector: `<prefix>:cache:embed:<sha256>`."""
+    h = hashlib.sha256()
+    for part in (STAGE, cfg.model, str(dimensions or 0), text):
+        h.update(part.encode())
+        h.update(b"\x00")
+    return f"{prefix}:cache:{STAGE}:{h.hexdigest()}"
+
+
+def pack_vector(vector: Vector) -> str:
+    """A vector as cache text: base64 of its float32 little-endian bytes."""
+    v = array("f", vector)
+    if _BIG_ENDIAN:
+        v.byteswap()
+    return base64.b64encode(v.tobytes()).decode()
+
+
+def unpack_vector(text: str) -> Vector | None:
+    """The vector `pack_vector` stored, or None if the text is not one."""
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except ValueError:
+        return None
+    if not raw or len(raw) % 4:
+        return None
+    v = array("f")
+    v.frombytes(raw)
+    if _BIG_ENDIAN:
+        v.byteswap()
+    return v
+
+
+def estimate_embed_tokens(texts: Sequence[str]) -> int:
+    """An upper-ish token estimate of one call (about 3 characters per token)."""
+    return sum(len(t) // 3 + 1 for t in texts)
+
+
+class Embedder:
+    """Batched, cached, rate-limited embeddings (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: LLMSettings,
+        embed: EmbedSettings,
+        *,
+        limiter: RateLimiter,
+        cache: ResultCache,
+        metrics: LLMMetrics,
+        client_for: Callable[[StageConfig], AsyncOpenAI],
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.embed_settings = embed
+        self.cfg = embed.stage_config(settings)
+        self.limiter = limiter
+        self.cache = cache
+        self.metrics = metrics
+        self._client_for = client_for
+        self._rng = rng or random.Random()
+
+    async def embed(self, texts: Sequence[str], *, job_id: str | None = None) -> list[Vector]:
+        """One vector per text, in order (identical texts get one lookup and one vector).
+
+        Raises `LLMRequestRejected` (not retryable: the provider refused the input or the
+        model) or `LLMUnavailable` / `LLMTimeout` / `LLMRateLimited` (retryable).
+        """
+        cfg = self.cfg
+        start = time.monotonic()
+        limit = self.embed_settings.max_chars
+        cut = [t[:limit] if t.strip() else "-" for t in texts]  # an empty input is a 400
+        unique = list(dict.fromkeys(cut))
+        found: dict[str, Vector] = {}
+        try:
+            if not bypass_cache.get():
+                found = await self._lookup(unique)
+            missing = [t for t in unique if t not in found]
+            size = self.embed_settings.batch
+            chunks = [missing[i : i + size] for i in range(0, len(missing), size)]
+            answers = await asyncio.gather(*(self._fetch(c, job_id) for c in chunks))
+            for chunk, vectors in zip(chunks, answers, strict=True):
+                found.update(zip(chunk, vectors, strict=True))
+            return [found[t] for t in cut]
+        finally:
+            self.metrics.complete_latency.labels(STAGE, cfg.model).observe(time.monotonic() - start)
+
+    def _key(self, text: str) -> str:
+        return embed_cache_key(
+            self.settings.key_prefix, self.cfg, self.embed_settings.dimensions, text
+        )
+
+    async def _lookup(self, texts: Sequence[str]) -> dict[str, Vector]:
+        raw = await asyncio.gather(*(self.cache.get(self._key(t)) for t in texts))
+        found: dict[str, Vector] = {}
+        for text, value in zip(texts, raw, strict=True):
+            vector = unpack_vector(value) if value is not None else None
+            if vector is not None:
+                found[text] = vector
+        hits = len(found)
+        self.metrics.cache_hits.labels(STAGE, self.cfg.model).inc(hits)
+        self.metrics.cache_misses.labels(STAGE, self.cfg.model).inc(len(texts) - hits)
+        return found
+
+    async def _fetch(self, texts: list[str], job_id: str | None) -> list[Vector]:
+        """Embed one batch with retries, then store every vector in the cache."""
+        vectors = await self._call(texts, job_id)
+        if self.settings.cache_ttl_s > 0:
+            await asyncio.gather(
+                *(
+                    self.cache.set(self._key(t), pack_vector(v))
+                    for t, v in zip(texts, vectors, strict=True)
+                )
+            )
+        return vectors
+
+    async def _call(self, texts: list[str], job_id: str | None) -> list[Vector]:
+        s = self.settings
+        cfg = self.cfg
+        m = self.metrics
+        deadline = time.monotonic() + s.deadline_s
+        estimate = estimate_embed_tokens(texts)
+        failures = 0
+        calls = 0
+        while True:
+            grant = await self.limiter.acquire(cfg, estimate, job_id=job_id, deadline=deadline)
+            m.limiter_wait.labels(STAGE, cfg.model).observe(grant.waited_s)
+            calls += 1
+            try:
+                return await self._attempt(texts, estimate, deadline)
+            except _Retry as r:
+                failures += 1
+                m.errors.labels(STAGE, cfg.model, r.kind).inc()
+                if r.kind == "rate_limited":
+                    await self.limiter.penalize(cfg, r.retry_after or 1.0)
+                delay = backoff_delay(
+                    failures,
+                    base_s=s.backoff_base_s,
+                    cap_s=s.backoff_max_s,
+                    retry_after_s=r.retry_after,
+                    rng=self._rng,
+                )
+                if failures >= s.max_attempts or time.monotonic() + delay >= deadline:
+                    raise _give_up(r, calls) from r.cause
+                m.retries.labels(STAGE, cfg.model, r.kind).inc()
+                log.info("llm embed: %s on attempt %d, retrying in %.2fs", r.kind, calls, delay)
+                await asyncio.sleep(delay)
+
+    async def _attempt(self, texts: list[str], estimate: int, deadline: float) -> list[Vector]:
+        """One provider call: the batch's vectors, or `_Retry` / a final error."""
+        cfg = self.cfg
+        m = self.metrics
+        timeout = max(0.05, min(cfg.timeout_s, deadline - time.monotonic()))
+        extra: dict[str, Any] = {}
+        if self.embed_settings.dimensions is not None:
+            extra["dimensions"] = self.embed_settings.dimensions
+        t0 = time.monotonic()
+        outcome = "error"
+        try:
+            async with asyncio.timeout(timeout):
+                raw = await self._client_for(cfg).embeddings.with_raw_response.create(
+                    model=cfg.model,
+                    input=texts,
+                    encoding_format="float",
+                    extra_headers={STAGE_HEADER: STAGE},
+                    timeout=timeout + 1.0,
+                    **extra,
+                )
+                response = raw.parse()
+            vectors = _vectors(response, len(texts))
+            outcome = "ok"
+        except openai.RateLimitError as exc:
+            outcome = "rate_limited"
+            raise _Retry(outcome, exc, parse_retry_after(exc.response.headers)) from exc
+        except openai.APIStatusError as exc:
+            if exc.status_code >= 500 or exc.status_code in _RETRYABLE_STATUS:
+                outcome = "server_error"
+                raise _Retry(outcome, exc, parse_retry_after(exc.response.headers)) from exc
+            outcome = "rejected"
+            m.errors.labels(STAGE, cfg.model, outcome).inc()
+            raise LLMRequestRejected(
+                f"embed: provider refused the request ({exc.status_code}): {exc.message[:200]}",
+                stage=STAGE,
+                status_code=exc.status_code,
+            ) from exc
+        except (openai.APITimeoutError, TimeoutError) as exc:
+            outcome = "timeout"
+            raise _Retry(outcome, exc) from exc
+        except openai.APIConnectionError as exc:
+            outcome = "connection"
+            raise _Retry(outcome, exc) from exc
+        except (openai.APIResponseValidationError, ValueError) as exc:
+            outcome = "server_error"  # the body is not an embeddings answer for our inputs
+            raise _Retry(outcome, exc) from exc
+        finally:
+            m.calls.labels(STAGE, cfg.model, outcome).inc()
+            m.latency.labels(STAGE, cfg.model).observe(time.monotonic() - t0)
+
+        pause = parse_ratelimit_headers(raw.headers).pause_s()
+        if pause > 0:
+            await self.limiter.hold(cfg, pause)
+        usage = getattr(response, "usage", None)
+        tokens = int(getattr(usage, "total_tokens", 0) or getattr(usage, "prompt_tokens", 0) or 0)
+        if tokens:
+            m.tokens.labels(STAGE, cfg.model, "in").inc(tokens)
+            await self.limiter.adjust(cfg, tokens - estimate)
+        return vectors
+
+
+def _vectors(response: Any, expected: int) -> list[Vector]:
+    """The answer's vectors in input order; ValueError if it does not fit the request."""
+    data = sorted(response.data, key=lambda d: d.index)
+    if [d.index for d in data] != list(range(expected)):
+        raise ValueError(f"embeddings answer has {len(data)} vectors for {expected} inputs")
+    out = [array("f", d.embedding) for d in data]
+    width = len(out[0]) if out else 0
+    if not width or any(len(v) != width for v in out):
+        raise ValueError("embeddings answer has empty or unequal vectors")
+    return out
+
+
+def _give_up(r: _Retry, calls: int) -> LLMError:
+    msg = f"embed: {r.kind} after {calls} calls: {str(r.cause)[:200]}"
+    log.warning("llm embed: giving up after %d calls (%s)", calls, r.kind)
+    if r.kind == "timeout":
+        return LLMTimeout(msg, stage=STAGE, attempts=calls)
+    if r.kind == "rate_limited":
+        return LLMRateLimited(msg, stage=STAGE, attempts=calls, retry_after=r.retry_after or 0.0)
+    return LLMUnavailable(msg, stage=STAGE, attempts=calls)
+
+
+class _LLMParts(Protocol):
+    """What `build_embedder` takes from an `LLM`: its settings, limiter, cache, metrics
+    and OpenAI clients."""
+
+    settings: LLMSettings
+    limiter: RateLimiter
+    cache: ResultCache
+    metrics: LLMMetrics
+
+    def openai_client(self, cfg: StageConfig) -> AsyncOpenAI:
+        """The SDK client of an endpoint (shared connection pool)."""
+        ...
+
+
+def build_embedder(llm: _LLMParts, embed: EmbedSettings | None = None) -> Embedder:
+    """The wiring factory: an `Embedder` sharing `llm`'s limiter, cache, metrics and
+    HTTP clients (so `llm.aclose()` closes its connections too)."""
+    return Embedder(
+        llm.settings,
+        embed or EmbedSettings(),
+        limiter=llm.limiter,
+        cache=llm.cache,
+        metrics=llm.metrics,
+        client_for=llm.openai_client,
+    )
