@@ -8,6 +8,8 @@ from typing import Any
 import orjson
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
 
+from shared import netguard
+
 MAX_OPTIONS_BYTES = 16 * 1024
 LANGUAGE_TAG = r"^[a-zA-Z]{2,3}([-_][a-zA-Z0-9]{2,8})*$"
 
@@ -88,6 +90,15 @@ class JobCreate(BaseModel):
             raise ValueError("must not be blank")
         if "\x00" in value:
             raise ValueError("must not contain NUL characters")
+        return value
+
+    @field_validator("callback_url")
+    @classmethod
+    def _callback_url_allowed(cls, value: AnyHttpUrl | None) -> AnyHttpUrl | None:
+        # Scheme, host syntax, port allow-list and IP literals, refused now with the reason
+        # rather than failing every delivery later (shared.netguard; DNS is checked then).
+        if value is not None:
+            netguard.check_url(str(value), netguard.policy_from_env())
         return value
 
     @field_validator("options")
