@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from shared import textsafe
+
 # The values of `shared.jobstatus` (not imported: it pulls in SQLAlchemy's asyncio layer,
 # and this core stays free of IO libraries).
 ReportStatus = Literal["report_ready", "completed"]
@@ -268,6 +270,10 @@ def assemble_report(
 ) -> dict[str, Any]:
     """The report document (JSON): identity, coverage, every aggregate, the summary."""
     dead = aggregates["overview"].get("dead_lettered_by_stage", {})
+    # Model-written text: plain, capped, quotes only if they are the job's own words.
+    narrative, actions = textsafe.safe_narrative(
+        summary.summary, summary.actions, textsafe.texts_under(aggregates)
+    )
     return {
         "job_id": p.job_id,
         "product": p.product,
@@ -277,8 +283,8 @@ def assemble_report(
         "coverage": coverage_section(p, dead),
         "progress": {"done": p.done, "ingested": p.ingested, "themed": p.themed},
         **aggregates,
-        "summary": summary.summary,
-        "recommended_actions": summary.actions,
+        "summary": narrative,
+        "recommended_actions": actions,
         "summary_source": summary.source,
         "notes": summary.notes,
     }
