@@ -481,6 +481,7 @@ def _origin_of(url: str) -> str:
     """`scheme://host:port` of a URL for logs (never its path, query or credentials)."""
     try:
         parts = urlsplit(url)
-        return f"{parts.scheme}://{parts.hostname}:{parts.port or ''}"
+        port = f":{parts.port}" if parts.port else ""
+        return f"{parts.scheme}://{parts.hostname}{port}"
     except ValueError:
         return "<not a URL>"
