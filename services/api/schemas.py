@@ -9,6 +9,8 @@ from typing import Any
 import orjson
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
 
+from shared import netguard
+
 MAX_OPTIONS_BYTES = 16 * 1024
 MAX_OPTIONS_DEPTH = 16
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -127,6 +129,15 @@ class JobCreate(BaseModel):
         problem = text_problem(value)
         if problem:
             raise ValueError(problem)
+        return value
+
+    @field_validator("callback_url")
+    @classmethod
+    def _callback_url_allowed(cls, value: AnyHttpUrl | None) -> AnyHttpUrl | None:
+        # Scheme, host syntax, port allow-list and IP literals, refused now with the reason
+        # rather than failing every delivery later (shared.netguard; DNS is checked then).
+        if value is not None:
+            netguard.check_url(str(value), netguard.policy_from_env())
         return value
 
     @field_validator("options")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from shared import textsafe
 from shared.prompts.insight import OTHER_DIMENSION
 
 # The values of `shared.jobstatus` (not imported: it pulls in SQLAlchemy's asyncio layer,
@@ -306,6 +307,10 @@ def assemble_report(
 ) -> dict[str, Any]:
     """The report document (JSON): identity, coverage, every aggregate, the summary."""
     dead = aggregates["overview"].get("dead_lettered_by_stage", {})
+    # Model-written text: plain, capped, quotes only if they are the job's own words.
+    narrative, suggested = textsafe.safe_narrative(
+        summary.summary, summary.actions, textsafe.texts_under(aggregates)
+    )
     return {
         "job_id": p.job_id,
         "product": p.product,
@@ -315,9 +320,9 @@ def assemble_report(
         "coverage": coverage_section(p, dead),
         "progress": {"done": p.done, "ingested": p.ingested, "themed": p.themed},
         **aggregates,
-        "summary": summary.summary,
+        "summary": narrative,
         "recommended_actions": recommended_actions(aggregates),
-        "suggested_actions": summary.actions,  # the model's own ideas, unranked
+        "suggested_actions": suggested,  # the model's own ideas, unranked
         "summary_source": summary.source,
         "notes": summary.notes,
     }

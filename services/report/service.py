@@ -2,10 +2,12 @@
 
 `handle` takes a batch of `themes.extracted` events, collects their job ids and checks
 each job's progress; `tick` (every second) re-checks sealed jobs without a final report,
-because dead letters and stalls arrive without a themes event, and delivers due
-callbacks. A job due for a report (see `core.decide`) gets, in one transaction (the
-runner's): the `reports` row, its new `jobs.status`, and a `callback_outbox` row if it has
-a callback URL; then a `JobCompleted` event on `jobs.completed`.
+because dead letters and stalls arrive without a themes event. Callbacks are delivered
+by their own task (`services.report.callbacks.CallbackDeliverer`, started by `build`),
+never inside `handle` or `tick`, so no receiver can hold up a report. A job due for a
+report (see `core.decide`) gets, in one transaction (the runner's): the `reports` row, its
+new `jobs.status`, and a `callback_outbox` row if it has a callback URL; then a
+`JobCompleted` event on `jobs.completed`.
 
 Job status is written as an upsert of the existing `jobs` row (its key and NOT NULL
 columns, as just read) that updates only `status` and `updated_at`: on a row that exists
@@ -29,10 +31,18 @@ from psycopg.rows import dict_row
 
 from services.report import core, metrics
 from services.report.aggregates import RawAggregates, build_aggregates, load_raw
-from services.report.callbacks import OUTBOX_COLUMNS, CallbackSender, CallbackSettings
+from services.report.callbacks import (
+    OUTBOX_COLUMNS,
+    CallbackDeliverer,
+    CallbackSender,
+    CallbackSettings,
+    Leader,
+    PgOutbox,
+)
 from services.report.core import JobProgress, ReportStatus, Summary
 from services.report.settings import ReportSettings
 from shared.analyst import current_analyst
+from shared.callback_signing import SigningSettings
 from shared.db.models import CallbackOutbox, Job, Report
 from shared.db.pool import ConnectionPool
 from shared.db.upsert import Upsert
@@ -70,12 +80,6 @@ OUTBOX_NEW = Upsert(
     columns=OUTBOX_COLUMNS,
     update=(),
 )
-OUTBOX_STATE = Upsert(
-    CallbackOutbox.__table__,  # type: ignore[arg-type]
-    key=("id",),
-    columns=OUTBOX_COLUMNS,
-    update=("attempts", "next_attempt_at", "delivered_at", "last_error"),
-)
 
 Q_PROGRESS = """
 SELECT j.id, j.tenant_id, j.product, j.target_language, j.callback_url, j.status,
@@ -104,14 +108,6 @@ ORDER BY j.sealed_at
 LIMIT %(limit)s
 """
 
-Q_DUE_CALLBACKS = """
-SELECT id, job_id, url, payload, attempts, next_attempt_at, delivered_at, last_error
-FROM callback_outbox
-WHERE delivered_at IS NULL AND attempts < %(max_attempts)s AND next_attempt_at <= now()
-ORDER BY next_attempt_at, id
-LIMIT %(limit)s
-"""
-
 ADVISORY_LOCK_KEY = 0x766F6363_616C6C62  # "voccallb": the callback deliverer's lock
 
 
@@ -128,10 +124,6 @@ class ReportStore(Protocol):
 
     async def aggregates(self, job_id: str) -> RawAggregates:
         """The raw aggregate rows of one job."""
-        ...
-
-    async def due_callbacks(self, max_attempts: int, limit: int) -> list[dict[str, Any]]:
-        """Outbox rows due for delivery."""
         ...
 
 
@@ -193,22 +185,6 @@ class PgReportStore:
             finally:
                 await conn.rollback()
 
-    async def due_callbacks(self, max_attempts: int, limit: int) -> list[dict[str, Any]]:
-        """See `ReportStore.due_callbacks`."""
-        return await self._rows(Q_DUE_CALLBACKS, {"max_attempts": max_attempts, "limit": limit})
-
-
-class Leader(Protocol):
-    """Port: whether this replica is the one delivering callbacks."""
-
-    async def is_leader(self) -> bool:
-        """True while this process holds the role."""
-        ...
-
-    async def close(self) -> None:
-        """Give the role up."""
-        ...
-
 
 class AdvisoryLockLeader:
     """The callback deliverer among report replicas: whoever holds a Postgres advisory lock.
@@ -264,9 +240,6 @@ class ReportHandler:
         settings: ReportSettings,
         topic_prefix: str,
         *,
-        callbacks: CallbackSender | None = None,
-        callback_settings: CallbackSettings | None = None,
-        leader: Leader | None = None,
         clock: Callable[[], datetime] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         closers: Sequence[Callable[[], Any]] = (),
@@ -279,9 +252,6 @@ class ReportHandler:
         self.settings = settings
         self.tick_interval_s = settings.tick_interval_s
         self.output_topic = JOBS_COMPLETED.full_name(topic_prefix)
-        self.callbacks = callbacks
-        self.callback_settings = callback_settings or CallbackSettings()
-        self.leader = leader
         self.clock = clock or (lambda: datetime.now(UTC))
         self.monotonic = monotonic
         self.closers = list(closers)
@@ -301,19 +271,13 @@ class ReportHandler:
         return await self.check_jobs(job_ids)
 
     async def tick(self) -> StageResult:
-        """Re-check sealed jobs without a final report, then deliver due callbacks."""
-        result = await self.check_jobs(
+        """Re-check sealed jobs without a final report."""
+        return await self.check_jobs(
             await self.store.candidates(self.settings.tick_jobs), track_stalls=True
         )
-        result.merge(await self.deliver_callbacks())
-        return result
 
     async def close(self) -> None:
-        """Release the leader lock, the HTTP client, the LLM and Redis."""
-        if self.leader is not None:
-            await self.leader.close()
-        if self.callbacks is not None:
-            await self.callbacks.close()
+        """Stop callback delivery, release the LLM and Redis."""
         for closer in self.closers:
             await closer()
 
@@ -443,21 +407,6 @@ class ReportHandler:
             source="llm",
         )
 
-    # -- callbacks ---------------------------------------------------------------------------
-
-    async def deliver_callbacks(self) -> StageResult:
-        """POST due outbox rows (if this replica is the deliverer); their new state."""
-        if self.callbacks is None:
-            return StageResult()
-        if self.leader is not None and not await self.leader.is_leader():
-            return StageResult()
-        due = await self.store.due_callbacks(self.callback_settings.max_attempts, limit=200)
-        if not due:
-            return StageResult()
-        rows = await self.callbacks.deliver(due)
-        metrics.observe_callbacks(rows, self.callback_settings.max_attempts)
-        return StageResult(upserts=[(OUTBOX_STATE, rows)])
-
 
 async def build(
     settings: CommonSettings,
@@ -469,9 +418,13 @@ async def build(
     callbacks: CallbackSender | None = None,
     leader: Leader | None = None,
 ) -> ReportHandler:
-    """Wire the report handler from settings; tests may pass fakes for every port."""
+    """Wire the report handler from settings and start callback delivery; tests may pass
+    fakes for every port."""
     report = report or ReportSettings()
     callback_settings = CallbackSettings()
+    signing = SigningSettings().key
+    if signing is None:
+        log.warning("VOC_CALLBACK_SECRET is not set: callbacks will be recorded as failed")
     closers: list[Callable[[], Any]] = []
     redis = redis_client(settings.redis.url)
     closers.append(redis.aclose)
@@ -479,16 +432,20 @@ async def build(
         real = build_llm(LLMSettings(), redis)
         closers.insert(0, real.aclose)
         llm = real
-    if callback_settings.secret is None:
-        log.warning("VOC_CALLBACK_SECRET is not set: callbacks will be recorded as failed")
+    deliverer = CallbackDeliverer(
+        callbacks or CallbackSender(callback_settings),
+        PgOutbox(pool),
+        signing.get_secret_value().encode() if signing is not None else None,
+        callback_settings,
+        leader=leader or AdvisoryLockLeader(settings.db.libpq_url()),
+    )
+    closers.insert(0, deliverer.close)
+    deliverer.start()
     return ReportHandler(
         store or PgReportStore(pool),
         llm,
         report,
         settings.kafka.topic_prefix,
-        callbacks=callbacks or CallbackSender(callback_settings),
-        callback_settings=callback_settings,
-        leader=leader or AdvisoryLockLeader(settings.db.libpq_url()),
         closers=closers,
         forget_status=lambda tenant, job: redis.delete(status_cache_key(tenant, job)),
     )

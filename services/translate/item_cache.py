@@ -1,51 +1,104 @@
-"""Translations cached per review text, not per packed call.
+"""Translations cached per review text, not per packed call, and per tenant.
 
 The LLM layer caches whole answers by their exact input, but translate packs ~30 reviews
 per call and which reviews share a call depends on timing: a replay packs them differently
-and would miss that cache. Keyed by (prompt version, model, target language, source
-language, text), each translation is found again whatever it was packed with, so replays
-and duplicate reviews (in any job) cost no call. Redis trouble only costs the cache.
+and would miss that cache. Keyed by (tenant, prompt version, model, target language,
+source language, text), each translation is found again whatever it was packed with, so
+replays and duplicate reviews (in any job of the tenant) cost no call. Redis trouble only
+costs the cache.
+
+The tenant is part of the key because an entry is filled from a packed call whose other
+items the job's own tenant wrote: a prompt injection in one review can set the
+translation of another text in the same call. Scoped per tenant, that can only ever reach
+the injecting tenant's own jobs. The stage knows only the job, so `JobTenants` looks the
+tenant up in Postgres once per job (a job never changes tenant) and keeps it in process.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import orjson
+import psycopg
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from services.translate.core.batching import ToTranslate
+from shared.db.pool import ConnectionPool
 from shared.prompts.translate import PROMPT, TranslatedItem
 
 log = logging.getLogger(__name__)
 
 
-class ItemCache:
-    """Per-item translations in Redis, `ttl_s` seconds."""
+class JobTenants:
+    """job id -> tenant id, from `jobs`, remembered for the last `max_jobs` jobs."""
 
-    def __init__(self, redis: Redis, model: str, ttl_s: int, prefix: str = "vocllm") -> None:
+    def __init__(self, pool: ConnectionPool, max_jobs: int = 10_000) -> None:
+        self.pool = pool
+        self.max_jobs = max_jobs
+        self._known: OrderedDict[str, str] = OrderedDict()
+
+    async def tenant_of(self, job_id: str) -> str | None:
+        """The job's tenant; None if there is no such job (or Postgres failed)."""
+        tenant = self._known.get(job_id)
+        if tenant is not None:
+            self._known.move_to_end(job_id)
+            return tenant
+        try:
+            async with self.pool.connection() as conn:
+                try:
+                    cur = await conn.execute("SELECT tenant_id FROM jobs WHERE id = %s", (job_id,))
+                    row = await cur.fetchone()
+                finally:
+                    await conn.rollback()
+        except psycopg.Error as exc:
+            log.warning("job tenant lookup failed", extra={"job_id": job_id, "error": repr(exc)})
+            return None
+        if row is None:
+            return None
+        self._known[job_id] = tenant = str(row[0])
+        if len(self._known) > self.max_jobs:
+            self._known.popitem(last=False)
+        return tenant
+
+
+class ItemCache:
+    """Per-item translations in Redis, `ttl_s` seconds, separate for every tenant."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        model: str,
+        ttl_s: int,
+        tenants: JobTenants,
+        prefix: str = "vocllm",
+    ) -> None:
         self.redis = redis
         self.model = model
         self.ttl_s = ttl_s
+        self.tenants = tenants
         self.prefix = prefix
 
-    def key(self, target_language: str, item: ToTranslate) -> str:
-        """The cache key of one item's translation (its id plays no part)."""
-        raw = orjson.dumps([target_language, item.source_language, item.text])
+    def key(self, tenant_id: str, target_language: str, item: ToTranslate) -> str:
+        """The cache key of one item's translation for a tenant (its id plays no part)."""
+        raw = orjson.dumps([tenant_id, target_language, item.source_language, item.text])
         digest = hashlib.sha256(raw).hexdigest()
         return f"{self.prefix}:translate-item:v{PROMPT.version}:{self.model}:{digest}"
 
     async def get_many(
-        self, target_language: str, items: Sequence[ToTranslate]
+        self, job_id: str, target_language: str, items: Sequence[ToTranslate]
     ) -> dict[str, TranslatedItem]:
-        """Cached translations by review id (missing ones absent)."""
+        """Cached translations of the job's tenant by review id (missing ones absent)."""
         if not items:
             return {}
+        tenant = await self.tenants.tenant_of(job_id)
+        if tenant is None:
+            return {}  # no scope to look in: translate afresh
         try:
-            values = await self.redis.mget([self.key(target_language, i) for i in items])
+            values = await self.redis.mget([self.key(tenant, target_language, i) for i in items])
         except RedisError as exc:
             log.warning("translation cache unavailable", extra={"error": repr(exc)})
             return {}
@@ -61,9 +114,17 @@ class ItemCache:
         return found
 
     async def put_many(
-        self, target_language: str, items: Sequence[ToTranslate], answers: Sequence[TranslatedItem]
+        self,
+        job_id: str,
+        target_language: str,
+        items: Sequence[ToTranslate],
+        answers: Sequence[TranslatedItem],
     ) -> None:
-        """Store the answers that match an item (by id) and are not empty."""
+        """Store, for the job's tenant, the answers that match an item (by id) and are
+        not empty."""
+        tenant = await self.tenants.tenant_of(job_id)
+        if tenant is None:
+            return
         by_id = {i.review_id: i for i in items}
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
@@ -77,7 +138,7 @@ class ItemCache:
                             "source_language": answer.source_language,
                         }
                     )
-                    pipe.set(self.key(target_language, item), value, ex=self.ttl_s)
+                    pipe.set(self.key(tenant, target_language, item), value, ex=self.ttl_s)
                 await pipe.execute()
         except RedisError as exc:
             log.warning("translation cache unavailable", extra={"error": repr(exc)})

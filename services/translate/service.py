@@ -33,7 +33,7 @@ from services.translate.core import (
     translated_event,
     translation_row,
 )
-from services.translate.item_cache import ItemCache
+from services.translate.item_cache import ItemCache, JobTenants
 from services.translate.packer import CallPacker
 from services.translate.settings import TranslateSettings
 from shared import metrics as m
@@ -93,7 +93,7 @@ class LLMTranslator:
         pass no `validate`: a missing item is cheaper to retry alone than the whole call."""
         hits = {}
         if self.cache is not None and not bypass_cache.get():
-            hits = await self.cache.get_many(target_language, items)
+            hits = await self.cache.get_many(job_id, target_language, items)
         todo = [i for i in items if i.review_id not in hits]
         answers: list[TranslatedItem] = []
         if todo:
@@ -108,7 +108,7 @@ class LLMTranslator:
             )
             answers = out.items
             if self.cache is not None:
-                await self.cache.put_many(target_language, todo, answers)
+                await self.cache.put_many(job_id, target_language, todo, answers)
         return TranslateOutput(items=[*hits.values(), *answers])
 
     async def close(self) -> None:
@@ -304,6 +304,7 @@ async def build(
             redis,
             llm_settings.for_stage("translate").model,
             llm_settings.cache_ttl_s,
+            JobTenants(pool),
             llm_settings.key_prefix,
         )
         translator = LLMTranslator(build_llm(llm_settings, redis), redis, cache)

@@ -294,6 +294,19 @@ class DeadLetter(Base):
     )
 
 
+class CallbackSecret(Base):
+    """A tenant's callback signing secret, by id only: the secret itself is derived from
+    the id, the tenant and the server key (`shared.callback_signing`). `expires_at` is set
+    when a rotation supersedes it (old and new both sign until then)."""
+
+    __tablename__ = "callback_secrets"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), nullable=False)
+    created_at: Mapped[datetime] = _now()
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    __table_args__ = (Index("ix_callback_secrets_tenant_created", "tenant_id", "created_at"),)
+
+
 class CallbackOutbox(Base):
     """A callback to POST: one row per (job, event), delivered with retries."""
 

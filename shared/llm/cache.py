@@ -1,7 +1,12 @@
 """The LLM result cache in Redis.
 
-A validated answer is stored under a hash of (stage, prompt name, prompt version,
-prompt fingerprint, model, input), so a replay or a duplicate review costs no new call.
+A validated answer is stored under a hash of (scope, stage, prompt name, prompt version,
+prompt fingerprint, model, input), so a replay or a duplicate call costs no new call. The
+scope is the job the call is for (the LLM client passes its `job_id`): an answer is only
+ever reused for the same job, so no tenant's input (a prompt injection, or simply being
+first with a text) can decide what another tenant's job gets, nor can a tenant learn from
+a hit that another tenant sent the same input. A replay of a job is the same scope, so it
+is still answered from the cache.
 The cache is an optimisation only: if Redis fails, a lookup is a miss and a store is
 skipped (logged once per outage), never an error of the call.
 """
@@ -21,10 +26,22 @@ log = logging.getLogger(__name__)
 
 
 def cache_key(
-    prefix: str, stage: str, prompt: PromptTemplate, model: str, input: dict[str, object]
+    prefix: str,
+    stage: str,
+    prompt: PromptTemplate,
+    model: str,
+    input: dict[str, object],
+    *,
+    scope: str | None,
 ) -> str:
-    """The Redis key of an answer: `<prefix>:cache:<stage>:<sha256>`."""
+    """The Redis key of an answer: `<prefix>:cache:<stage>:<sha256>`.
+
+    `scope` isolates answers: only calls of the same scope share them (the job id; None
+    for calls made outside any job, such as tools, which share one scope of their own).
+    """
     h = hashlib.sha256()
+    h.update(b"-" if scope is None else b"job:" + scope.encode())
+    h.update(b"\x00")
     for part in (stage, prompt.name, prompt.version, prompt.fingerprint, model):
         h.update(part.encode())
         h.update(b"\x00")

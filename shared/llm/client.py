@@ -140,7 +140,7 @@ class LLM:
         """
         cfg = self.settings.for_stage(stage)
         start = time.monotonic()
-        key = cache_key(self.settings.key_prefix, stage, prompt, cfg.model, input)
+        key = cache_key(self.settings.key_prefix, stage, prompt, cfg.model, input, scope=job_id)
         try:
             if not cache or bypass_cache.get():
                 return await self._call(cfg, prompt, input, output_model, job_id, validate, key)

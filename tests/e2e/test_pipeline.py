@@ -27,7 +27,7 @@ import psycopg
 import pytest
 from e2e_kit import create_job, sample_rows, upload, wait_completed
 
-from services.report.callbacks import verify_signature
+from shared.callback_signing import verify_signature
 
 REPORT_SECTIONS = (
     "overview",
@@ -85,21 +85,23 @@ class CallbackSink:
 
 
 @pytest.fixture(scope="module")
-def callback_secret(stack: Any) -> str:
-    """The report service's callback secret, with 127.0.0.1 allow-listed.
+def callback_secret(stack: Any, api: httpx.Client) -> str:
+    """The dev tenant's callback signing secret (a new one), with 127.0.0.1 allow-listed.
 
-    If the stack's env does not configure both, they are set here and the report service
-    (ours) is restarted so it picks them up.
+    If the stack's env does not configure the server key and the allow-list, they are set
+    here and the report service and API (ours) are restarted so they pick them up.
     """
-    secret = stack.get("VOC_CALLBACK_SECRET") or os.environ.get("VOC_CALLBACK_SECRET")
     allow = stack.get("VOC_CALLBACK_ALLOW_HOSTS") or os.environ.get("VOC_CALLBACK_ALLOW_HOSTS", "")
-    if stack.get("VOC_CALLBACK_SECRET") and "127.0.0.1" in allow.split(","):
-        return str(secret)
-    secret = secret or "e2e-" + secrets.token_hex(16)
-    os.environ["VOC_CALLBACK_SECRET"] = secret
-    os.environ["VOC_CALLBACK_ALLOW_HOSTS"] = ",".join(x for x in (allow, "127.0.0.1") if x)
-    stack.restart_service("report")
-    return secret
+    if not (stack.get("VOC_CALLBACK_SECRET") and "127.0.0.1" in allow.split(",")):
+        os.environ["VOC_CALLBACK_SECRET"] = os.environ.get("VOC_CALLBACK_SECRET") or (
+            "e2e-" + secrets.token_hex(16)
+        )
+        os.environ["VOC_CALLBACK_ALLOW_HOSTS"] = ",".join(x for x in (allow, "127.0.0.1") if x)
+        stack.restart_service("report")
+        stack.restart_service("api")
+    resp = api.post("/v1/callback-secret")
+    assert resp.status_code == 201, resp.text
+    return str(resp.json()["secret"])
 
 
 @pytest.fixture(scope="module")
@@ -230,7 +232,7 @@ def test_mixed_language_job_end_to_end(
     events = sink.events_for(job_id)
     assert {e["event"] for e, _, _ in events} >= {"job.report_ready", "job.completed"}, events
     for event, headers, body in events:
-        assert headers["x-voc-signature"].startswith("v1=")
+        assert headers["x-voc-signature"].startswith(f"t={headers['x-voc-timestamp']},v1=")
         assert verify_signature(
             callback_secret.encode(), headers["x-voc-timestamp"], body, headers["x-voc-signature"]
         )

@@ -15,7 +15,6 @@ import psycopg
 import pytest
 from pydantic import BaseModel
 
-from services.report.callbacks import CallbackSettings
 from services.report.service import PgReportStore, ReportHandler
 from services.report.settings import ReportSettings
 from shared.db.pool import ConnectionPool
@@ -215,7 +214,6 @@ def _handler(pool: ConnectionPool, llm: FakeLLM) -> ReportHandler:
         llm,
         ReportSettings(public_api_url="http://api.example"),
         "voc.",
-        callback_settings=CallbackSettings(),
     )
 
 

@@ -7,6 +7,12 @@ data through the same `SessionDep` / `TenantDep` dependencies.
 
 from fastapi import APIRouter
 
-from . import health, jobs, results, reviews
+from . import callback_secrets, health, jobs, results, reviews
 
-ROUTERS: tuple[APIRouter, ...] = (health.router, jobs.router, reviews.router, results.router)
+ROUTERS: tuple[APIRouter, ...] = (
+    health.router,
+    jobs.router,
+    reviews.router,
+    results.router,
+    callback_secrets.router,
+)
