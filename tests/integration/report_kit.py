@@ -29,9 +29,7 @@ async def execute(pool: ConnectionPool, sql: str, params: Any = None) -> list[tu
         return rows
 
 
-async def _theme_review(
-    conn: psycopg.AsyncConnection[Any], job: str, rid: str, text: str
-) -> None:
+async def _theme_review(conn: psycopg.AsyncConnection[Any], job: str, rid: str, text: str) -> None:
     """The insight and theme rows of one review: a negative battery and a positive fit."""
     await conn.execute(
         "INSERT INTO review_insights (review_id, job_id, n_insights) VALUES (%s, %s, 2)",
@@ -155,7 +153,9 @@ async def theme_rest(pool: ConnectionPool, job: str) -> int:
     return len(rows)
 
 
-async def job_state(pool: ConnectionPool, job: str) -> tuple[str, str | None, dict[str, Any] | None]:
+async def job_state(
+    pool: ConnectionPool, job: str
+) -> tuple[str, str | None, dict[str, Any] | None]:
     """(jobs.status, reports.status, reports.data) of `job`."""
     rows = await execute(
         pool,

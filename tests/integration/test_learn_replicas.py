@@ -19,6 +19,7 @@ what reached `reviews.learned` is read back from Kafka:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import uuid
 from collections import Counter
@@ -37,7 +38,8 @@ from shared.events import ReviewsLearned
 from shared.settings import CommonSettings
 from shared.topics import REVIEWS_LEARNED
 
-SETTINGS: dict[str, Any] = {"timeout_s": 0.0, "claim_s": 1.0}
+# Learn at once; a claim outlives any pause of these tests unless a test shortens it.
+SETTINGS: dict[str, Any] = {"timeout_s": 0.0, "claim_s": 60.0}
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +75,7 @@ async def _replicas(
 
 @pytest.fixture
 async def replicas(quiet_learn: None) -> AsyncIterator[list[tuple[LearnHandler, RunnerSink]]]:
-    """Two learn handlers (learn at once, claims expire after 1 s)."""
+    """Two learn handlers (learn at once, claims expire after 60 s)."""
     async for r in _replicas(quiet_learn):
         yield r
 
@@ -96,7 +98,8 @@ async def _job(tenant: str, *, model: bool, sealed: bool = True, reviews: int = 
             )
         for r in make_reviews(job, reviews):
             await conn.execute(
-                "INSERT INTO reviews (id, job_id, origin, text, rating) VALUES (%s, %s, %s, %s, %s)",
+                "INSERT INTO reviews (id, job_id, origin, text, rating)"
+                " VALUES (%s, %s, %s, %s, %s)",
                 (r.id, job, f"it:{r.id}", r.text, r.rating),
             )
     return job
@@ -117,7 +120,9 @@ async def _hold(job: str, batches: int, per_batch: int) -> list[str]:
 
 async def _held(jobs: Sequence[str]) -> int:
     async with db() as conn:
-        n = await scalar(conn, "SELECT count(*) FROM learn_pending WHERE job_id = ANY(%s)", list(jobs))
+        n = await scalar(
+            conn, "SELECT count(*) FROM learn_pending WHERE job_id = ANY(%s)", list(jobs)
+        )
         return int(n)
 
 
@@ -179,18 +184,17 @@ async def test_a_leader_losing_its_lock_mid_release_releases_nothing_twice(
 
 
 async def test_a_dead_leaders_batches_are_released_by_the_next_leader(
-    replicas: list[tuple[LearnHandler, RunnerSink]],
+    quiet_learn: None,
 ) -> None:
-    (a, _), (b, sink_b) = replicas
     since = await end_offsets(REVIEWS_LEARNED.full_name(prefix()))
     job = await _job("it-learn-a", model=True)
     ids = await _hold(job, batches=6, per_batch=5)
 
-    taken = await a.tick()  # a takes the batches and dies before producing them
-    assert taken.events
-    await a.close()
-    await _lose_lock(a) if a.leadership.conn is not None else None
-    await _tick_until_released([(b, sink_b)], [job], timeout=30)
+    async for [(a, _), (b, sink_b)] in _replicas(quiet_learn, claim_s=1.0):
+        taken = await a.tick()  # a takes the batches and dies before producing them
+        assert taken.events
+        await a.leadership.close()  # as in a crash, its lock goes with its connection
+        await _tick_until_released([(b, sink_b)], [job], timeout=30)
 
     seen = await _learned(since, [job], expect=len(ids))
     assert set(seen) == set(ids)
@@ -229,6 +233,14 @@ async def test_leadership_changing_while_learning_learns_every_job_once(
     assert [rid for rid, n in seen.items() if n != 1] == []
 
 
+async def _all_learned(handler: LearnHandler, sink: RunnerSink, jobs: Sequence[str]) -> bool:
+    """One more tick (sunk); whether every one of `jobs` has its model now."""
+    await sink(await handler.tick())
+    async with db() as conn:
+        n = await scalar(conn, "SELECT count(*) FROM job_models WHERE job_id = ANY(%s)", jobs)
+    return int(n) == len(jobs)
+
+
 async def test_one_tenants_many_jobs_do_not_hold_back_another_tenants_job_in_learning(
     quiet_learn: None,
 ) -> None:
@@ -241,16 +253,7 @@ async def test_one_tenants_many_jobs_do_not_hold_back_another_tenants_job_in_lea
 
     async for [(handler, sink), _] in _replicas(quiet_learn, concurrency=2):
         await sink(await handler.tick())  # the first tick starts learning
-
-        async def learned() -> bool:
-            await sink(await handler.tick())
-            async with db() as conn:
-                n = await scalar(
-                    conn, "SELECT count(*) FROM job_models WHERE job_id = ANY(%s)", everyone
-                )
-            return int(n) == len(everyone)
-
-        assert await wait_for(learned, 60.0, interval=0.2)
+        assert await wait_for(functools.partial(_all_learned, handler, sink, everyone), 60.0)
     async with db() as conn:
         cur = await conn.execute(
             "SELECT job_id FROM job_models WHERE job_id = ANY(%s) ORDER BY created_at, job_id",

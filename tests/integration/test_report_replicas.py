@@ -43,7 +43,9 @@ def no_report_service(stack: Any) -> Iterator[None]:
 
 
 @pytest.fixture
-async def replicas(no_report_service: None) -> AsyncIterator[list[tuple[ReportHandler, RunnerSink]]]:
+async def replicas(
+    no_report_service: None,
+) -> AsyncIterator[list[tuple[ReportHandler, RunnerSink]]]:
     """Two report handlers with their own pools and sinks."""
     settings = ReportSettings(public_api_url="http://api.example")
     async with pools(2) as (pa, pb), sink_for(pa) as sa, sink_for(pb) as sb:
@@ -160,7 +162,7 @@ async def test_an_operators_cancel_is_never_overwritten(
     replicas: list[tuple[ReportHandler, RunnerSink]],
 ) -> None:
     """The job is cancelled while a replica is building its report."""
-    (a, sink_a), (b, sink_b) = replicas
+    (_, sink_a), (b, sink_b) = replicas
     pool = sink_a.pool
     topic = JOBS_COMPLETED.full_name(prefix())
     await _ticks(replicas, rounds=1)
