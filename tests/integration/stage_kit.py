@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -84,24 +84,27 @@ class FakeLLM:
         assert url, "the test stack runs without the fake LLM"
         self.url = url.rstrip("/")
 
-    def requests(self, stage: str) -> int:
+    async def requests(self, stage: str) -> int:
         """Requests the server received for `stage` so far (counted on arrival)."""
-        stats = httpx.get(f"{self.url}/stats", timeout=5).json()
+        # Async: a blocking call would stall the handlers sharing this event loop.
+        async with httpx.AsyncClient(timeout=10) as client:
+            stats = (await client.get(f"{self.url}/stats")).json()
         return int(stats.get("by_stage", {}).get(stage, {}).get("requests", 0))
 
-    def configure(self, **patch: Any) -> None:
+    async def configure(self, **patch: Any) -> None:
         """Change the server's config (`latency_ms="2000"`, `error_rate=1.0`, ...)."""
-        resp = httpx.post(f"{self.url}/admin/config", json=patch, timeout=5)
+        async with httpx.AsyncClient(timeout=10) as client:
+            resp = await client.post(f"{self.url}/admin/config", json=patch)
         assert resp.status_code == 200, resp.text
 
     @asynccontextmanager
     async def configured(self, **patch: Any) -> AsyncIterator[FakeLLM]:
         """The config changed for the block, then set back to no latency and no faults."""
-        self.configure(**patch)
+        await self.configure(**patch)
         try:
             yield self
         finally:
-            self.configure(
+            await self.configure(
                 latency_ms="0",
                 error_rate=0.0,
                 timeout_rate=0.0,
@@ -114,11 +117,7 @@ class FakeLLM:
         """Wait until more than `after` requests of `stage` have arrived."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while self.requests(stage) <= after:
+        while await self.requests(stage) <= after:
             assert loop.time() < deadline, f"no {stage} request reached the fake LLM"
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.1)
 
-
-async def repeat(n: int, make: Callable[[], Awaitable[Any]]) -> list[Any]:
-    """Await `make()` `n` times in a row; the results in order."""
-    return [await make() for _ in range(n)]

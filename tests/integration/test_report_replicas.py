@@ -25,8 +25,10 @@ from stage_kit import FakeLLM, RunnerSink, pools, sink_for
 
 from services.report.service import ReportHandler, build
 from services.report.settings import ReportSettings
+from shared.events import ThemesExtracted
 from shared.settings import CommonSettings
-from shared.topics import JOBS_COMPLETED
+from shared.stage import Incoming
+from shared.topics import JOBS_COMPLETED, THEMES_EXTRACTED
 
 RANK = {"sealed": 0, "stalled": 0, "report_ready": 1, "completed": 2}
 
@@ -56,6 +58,21 @@ async def replicas(
         finally:
             await a.close()
             await b.close()
+
+
+def _themes_events(jobs: Sequence[str]) -> list[Incoming]:
+    """A `themes.extracted` record per job, as the runner hands them to `handle`."""
+    topic = THEMES_EXTRACTED.full_name(prefix())
+    out = []
+    for i, job in enumerate(jobs):
+        event = ThemesExtracted(job_id=job, review_ids=[], assignments=[])
+        out.append(Incoming(event, topic, 0, i, event.to_bytes(), job.encode()))
+    return out
+
+
+async def _handle(handler: ReportHandler, sink: RunnerSink, jobs: Sequence[str]) -> None:
+    """`handle` a batch naming `jobs`, and sink its result as the runner would."""
+    await sink(await handler.handle(_themes_events(jobs)))
 
 
 def _builds(caplog: pytest.LogCaptureFixture, jobs: Sequence[str]) -> Counter[tuple[str, str]]:
@@ -91,7 +108,7 @@ async def test_racing_replicas_build_each_report_once_and_emit_each_event_once(
 ) -> None:
     caplog.set_level(logging.INFO, logger="services.report")
     (a, sink_a), (b, sink_b) = replicas
-    (pool, *_) = [sink_a.pool]
+    pool = sink_a.pool
     topic = JOBS_COMPLETED.full_name(prefix())
     # Whatever else is due on the stack is built first, so the ticks below race on ours.
     await _ticks(replicas, rounds=1)
@@ -101,14 +118,12 @@ async def test_racing_replicas_build_each_report_once_and_emit_each_event_once(
     jobs = whole + most
 
     for _ in range(2):
-        ra, rb = await asyncio.gather(a.check_jobs(jobs), b.check_jobs(jobs))
-        await asyncio.gather(sink_a(ra), sink_b(rb))
+        await asyncio.gather(_handle(a, sink_a, jobs), _handle(b, sink_b, jobs))
     await _ticks(replicas)
     for job in most:
         assert await theme_rest(pool, job) == 2
     for _ in range(2):
-        ra, rb = await asyncio.gather(a.check_jobs(jobs), b.check_jobs(jobs))
-        await asyncio.gather(sink_a(ra), sink_b(rb))
+        await asyncio.gather(_handle(a, sink_a, jobs), _handle(b, sink_b, jobs))
     await _ticks(replicas)
 
     for job in jobs:
@@ -137,13 +152,13 @@ async def test_a_slow_replica_never_steps_a_job_back(
         statuses.append((await job_state(pool, job))[0])
 
     async with fake.configured(latency_ms="2500"):
-        before = fake.requests("report")
-        slow = asyncio.create_task(b.check_jobs([job]))
+        before = await fake.requests("report")
+        slow = asyncio.create_task(_handle(b, sink_b, [job]))
         await fake.wait_request("report", before)  # B is inside its LLM call
         await theme_rest(pool, job)
-        await sink_a(await a.check_jobs([job]))
+        await _handle(a, sink_a, [job])
         await observe()
-        await sink_b(await slow)
+        await slow
         await observe()
         for _ in range(3):
             await _ticks(replicas, rounds=1)
@@ -170,11 +185,11 @@ async def test_an_operators_cancel_is_never_overwritten(
     job = await seed_job(pool, n=6, themed=6, dead=0, callback="https://hooks.example.com/h")
     fake = FakeLLM()
     async with fake.configured(latency_ms="2500"):
-        before = fake.requests("report")
-        slow = asyncio.create_task(b.check_jobs([job]))
+        before = await fake.requests("report")
+        slow = asyncio.create_task(_handle(b, sink_b, [job]))
         await fake.wait_request("report", before)
         await execute(pool, "UPDATE jobs SET status = 'cancelled' WHERE id = %s", (job,))
-        await sink_b(await slow)
+        await slow
         await _ticks(replicas)
     assert (await job_state(pool, job))[0] == "cancelled"
     assert not await execute(pool, "SELECT id FROM callback_outbox WHERE job_id = %s", (job,))
