@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import httpx
@@ -23,6 +23,19 @@ from shared.db.pool import ConnectionPool
 from shared.db.upsert import upsert
 from shared.settings import DatabaseSettings
 from shared.stage import StageResult
+
+
+@contextmanager
+def service_stopped(stack: Any, name: str) -> Iterator[None]:
+    """The stack's service `name` stopped for the block (and started again if it ran)."""
+    running = stack.service_pid(name) is not None
+    if running:
+        stack.stop_service(name)
+    try:
+        yield
+    finally:
+        if running:
+            stack.start_service(name)
 
 
 class RunnerSink:
@@ -120,4 +133,3 @@ class FakeLLM:
         while await self.requests(stage) <= after:
             assert loop.time() < deadline, f"no {stage} request reached the fake LLM"
             await asyncio.sleep(0.1)
-

@@ -30,7 +30,7 @@ import pytest
 from ingest_kit import collect, db, end_offsets, prefix, scalar, wait_for
 from learn_translate_kit import make_reviews
 from psycopg.types.json import Jsonb
-from stage_kit import RunnerSink, pools, sink_for
+from stage_kit import RunnerSink, pools, service_stopped, sink_for
 
 from services.learn.service import LearnHandler, build
 from services.learn.settings import LearnSettings
@@ -50,13 +50,9 @@ def quiet_learn(stack: Any) -> Iterator[None]:
         async with db() as conn:
             return not await scalar(conn, "SELECT count(*) FROM learn_pending")
 
-    running = stack.service_pid("learn") is not None
-    if running:
-        assert asyncio.run(wait_for(drained, 60.0, interval=0.5)), "learn_pending not drained"
-        stack.stop_service("learn")
-    yield
-    if running:
-        stack.start_service("learn")
+    assert asyncio.run(wait_for(drained, 60.0, interval=0.5)), "learn_pending not drained"
+    with service_stopped(stack, "learn"):
+        yield
 
 
 async def _replicas(

@@ -21,7 +21,7 @@ import orjson
 import pytest
 from ingest_kit import collect, end_offsets, prefix
 from report_kit import execute, job_state, seed_job, theme_rest
-from stage_kit import FakeLLM, RunnerSink, pools, sink_for
+from stage_kit import FakeLLM, RunnerSink, pools, service_stopped, sink_for
 
 from services.report.service import ReportHandler, build
 from services.report.settings import ReportSettings
@@ -35,13 +35,9 @@ RANK = {"sealed": 0, "stalled": 0, "report_ready": 1, "completed": 2}
 
 @pytest.fixture(scope="module")
 def no_report_service(stack: Any) -> Iterator[None]:
-    """Stop the stack's report service meanwhile: it would build these jobs too."""
-    running = stack.service_pid("report") is not None
-    if running:
-        stack.stop_service("report")
-    yield
-    if running:
-        stack.start_service("report")
+    """Stop the stack's report service meanwhile: its tick would build these jobs too."""
+    with service_stopped(stack, "report"):
+        yield
 
 
 @pytest.fixture

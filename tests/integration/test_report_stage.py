@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import pytest
 from pydantic import BaseModel
 from report_kit import execute, seed_job, theme_rest
+from stage_kit import service_stopped
 
 from services.report.callbacks import CallbackSettings
 from services.report.service import ReportHandler
@@ -66,12 +67,8 @@ class FakeLLM:
 @pytest.fixture(scope="module")
 def no_report_service(stack: Any) -> Iterator[None]:
     """Stop the stack's report service meanwhile: its tick would build these jobs too."""
-    running = stack.service_pid("report") is not None
-    if running:
-        stack.stop_service("report")
-    yield
-    if running:
-        stack.start_service("report")
+    with service_stopped(stack, "report"):
+        yield
 
 
 @pytest.fixture
