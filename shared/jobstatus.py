@@ -3,13 +3,15 @@
 Counts are `COUNT(*)` per job over the rows each stage writes (reviews, translations,
 review_insights, ...), never counters, so replaying a topic cannot double them. Only
 `submitted` and `rejected` come from the `jobs` row: the API owns those and writes them
-once per upload. `job_counts` runs one statement; `stage_progress` and `progress` turn the
-counts into the per-stage view and the 0..1 fraction the API shows (and the report stage
-can reuse).
+once per upload. `job_state` runs one statement for the counts and the job's stall (the
+report stage sets `stalled` with a reason and since-when, and clears it); `stage_progress`
+and `progress` turn the counts into the per-stage view and the 0..1 fraction the API shows.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -31,6 +33,7 @@ def status_cache_key(tenant_id: str, job_id: str) -> str:
 CREATED = "created"
 RECEIVING = "receiving"
 SEALED = "sealed"
+STALLED = "stalled"  # no review finished for the report stage's stall timeout
 REPORT_READY = "report_ready"
 COMPLETED = "completed"
 FAILED = "failed"
@@ -86,14 +89,25 @@ SELECT
   (SELECT count(*) FROM review_themed WHERE job_id = %(job_id)s) AS themed,
   (SELECT count(DISTINCT review_id) FROM dead_letters
      WHERE job_id = %(job_id)s AND redriven_at IS NULL AND review_id IS NOT NULL)
-    AS dead_lettered
+    AS dead_lettered,
+  (SELECT stalled_since FROM jobs WHERE id = %(job_id)s AND status = 'stalled') AS stalled_since,
+  (SELECT stall_reason FROM jobs WHERE id = %(job_id)s AND status = 'stalled') AS stall_reason
 """
 
 
-async def job_counts(
+@dataclass(frozen=True)
+class Stall:
+    """Why a job is stalled, and since when none of its reviews finished."""
+
+    since: datetime
+    reason: str
+
+
+async def job_state(
     conn: psycopg.AsyncConnection[Any] | AsyncConnection, job_id: str
-) -> dict[str, int]:
-    """The job's counts (`COUNT_KEYS`), all zero for an unknown job.
+) -> tuple[dict[str, int], Stall | None]:
+    """The job's counts (`COUNT_KEYS`, all zero for an unknown job) and its stall, if the
+    job is stalled.
 
     `conn` is a psycopg async connection (stage services) or a SQLAlchemy `AsyncConnection`
     (the API); the query runs in the caller's transaction.
@@ -116,9 +130,12 @@ async def job_counts(
         insights,
         themed,
         dead,
+        stalled_since,
+        stall_reason,
     ) = row
     learned = max(0, int(ingested) - int(held)) if has_model else 0
-    return {
+    stall = Stall(stalled_since, stall_reason or "") if stalled_since is not None else None
+    counts = {
         "submitted": int(submitted),
         "rejected": int(rejected),
         "ingested": int(ingested),
@@ -129,6 +146,7 @@ async def job_counts(
         "themed": int(themed),
         "dead_lettered": int(dead),
     }
+    return counts, stall
 
 
 def pending_reviews(counts: dict[str, int], *, sealed: bool) -> dict[str, int]:

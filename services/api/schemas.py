@@ -23,6 +23,7 @@ _JOB_EXAMPLE: dict[str, Any] = {
     "callback_url": "https://example.com/hooks/voc",
     "options": {},
     "status": "receiving",
+    "stall": None,
     "created_at": "2026-11-23T14:05:00.123456Z",
     "sealed_at": None,
     "counts": {
@@ -197,6 +198,13 @@ class JobSummary(BaseModel):
     rejected: int
 
 
+class JobStall(BaseModel):
+    """Why a job is stalled: none of its reviews finished for the stall timeout."""
+
+    since: datetime = Field(description="when a review of the job last finished")
+    reason: str = Field(description="what is still in progress, in words")
+
+
 class JobPublic(BaseModel):
     """A job with its per-stage progress."""
 
@@ -208,7 +216,10 @@ class JobPublic(BaseModel):
     callback_url: str | None
     options: dict[str, Any]
     status: str = Field(
-        description="created | receiving | sealed | report_ready | completed | failed"
+        description="created | receiving | sealed | stalled | report_ready | completed | failed"
+    )
+    stall: JobStall | None = Field(
+        default=None, description="set while the status is `stalled`, else null"
     )
     created_at: datetime
     sealed_at: datetime | None

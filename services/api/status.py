@@ -19,7 +19,8 @@ from shared.eta import StageRate, job_eta, read_stage_rates
 from shared.jobstatus import (
     COUNT_KEYS,
     FINAL_STATUSES,
-    job_counts,
+    Stall,
+    job_state,
     pending_reviews,
     progress,
     stage_progress,
@@ -33,9 +34,13 @@ log = logging.getLogger(__name__)
 
 
 def job_document(
-    job: JobRow, counts: dict[str, int], rates: Mapping[str, StageRate] | None = None
+    job: JobRow,
+    counts: dict[str, int],
+    rates: Mapping[str, StageRate] | None = None,
+    stall: Stall | None = None,
 ) -> dict[str, Any]:
-    """The `JobPublic` document of a job with the given counts and stage speeds."""
+    """The `JobPublic` document of a job with the given counts, stage speeds and stall
+    (`stall` is null unless the job is stalled: then its reason and since when)."""
     sealed = job.sealed_at is not None
     eta = job_eta(pending_reviews(counts, sealed=sealed), rates or {})
     return {
@@ -45,6 +50,7 @@ def job_document(
         "callback_url": job.callback_url,
         "options": job.options,
         "status": job.status,
+        "stall": {"since": utc(stall.since), "reason": stall.reason} if stall else None,
         "created_at": utc(job.created_at),
         "sealed_at": utc(job.sealed_at),
         "counts": counts,
@@ -74,7 +80,8 @@ async def load_job_document(
 ) -> dict[str, Any]:
     """Count the job's rows and build its document."""
     conn = await session.connection()
-    return job_document(job, await job_counts(conn, job.id), rates)
+    counts, stall = await job_state(conn, job.id)
+    return job_document(job, counts, rates, stall)
 
 
 async def stage_rates(cache: StatusCache) -> dict[str, StageRate]:

@@ -3,19 +3,24 @@
 A job's reviews are held back (`learn_pending` rows) until the job's analysis model
 (dimensions + 5W) exists. `decide` says, from a job's pending summary, whether to wait, to
 learn it now (enough reviews for a sample, the job sealed, or the first held batch older
-than the timeout) or to release its held batches (the model exists). The rest builds the
-LLM input from a sample, validates and converts the answer, and builds rows and events.
-When the LLM cannot produce a usable model, `default_model` is a generic one, so the job
-is analysed anyway instead of waiting forever.
+than the timeout) or to release its held batches (the model exists). `plan_tick` turns the
+pending jobs of one tick (tenants interleaved by the store) into what to do now: which
+jobs to start learning (no more than the free learning slots, so a later tick can still
+put another tenant's job first) and how many held batches of each job to release (the
+tick's budget shared out, `share_budget`, so one big job cannot take it all). The rest
+builds the LLM input from a sample, validates and converts the answer, and builds rows and
+events. When the LLM cannot produce a usable model, `default_model` is a generic one, so
+the job is analysed anyway instead of waiting forever.
 
-No IO here: `services.learn.service` reads Postgres, calls the LLM and returns rows.
+No IO here: `services.learn.store` reads and writes Postgres, `services.learn.service`
+calls the LLM and returns rows and events.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
@@ -58,6 +63,7 @@ class PendingJob:
     """A job with held batches, as `learn_pending`, `jobs` and `job_models` describe it."""
 
     job_id: str
+    tenant_id: str
     product: str
     target_language: str
     pending_batches: int
@@ -84,6 +90,64 @@ def decide(job: PendingJob, policy: LearnPolicy) -> Action:
     if job.pending_reviews >= policy.sample_size or job.sealed or job.age_s >= policy.timeout_s:
         return Action.LEARN
     return Action.WAIT
+
+
+@dataclass
+class TickPlan:
+    """What one tick does: batches to release per job, and jobs to start learning."""
+
+    releases: list[tuple[PendingJob, int]] = field(default_factory=list)  # (job, batches)
+    learn: list[PendingJob] = field(default_factory=list)
+
+
+def plan_tick(
+    jobs: Sequence[PendingJob],
+    policy: LearnPolicy,
+    *,
+    release_budget: int,
+    learn_slots: int,
+    skip: Collection[str] = (),
+) -> TickPlan:
+    """The tick's work for `jobs`, taken in the order given (the store interleaves tenants).
+
+    At most `learn_slots` jobs start learning (those in `skip`, already being learned or
+    backing off, are passed over); `release_budget` held batches are shared among the
+    jobs to release (`share_budget`).
+    """
+    plan = TickPlan()
+    release: list[PendingJob] = []
+    for job in jobs:
+        action = decide(job, policy)
+        if action is Action.RELEASE:
+            release.append(job)
+        elif action is Action.LEARN and job.job_id not in skip and len(plan.learn) < learn_slots:
+            plan.learn.append(job)
+    shares = share_budget([j.pending_batches for j in release], release_budget)
+    plan.releases = [(j, n) for j, n in zip(release, shares, strict=True) if n > 0]
+    return plan
+
+
+def share_budget(wants: Sequence[int], budget: int) -> list[int]:
+    """Split `budget` among `wants` max-min fairly: everyone gets an equal share, what a
+    small want leaves over goes to the others, and a remainder goes to the first ones.
+
+    >>> share_budget([300, 1], 50)
+    [49, 1]
+    """
+    shares = [0] * len(wants)
+    left = budget
+    active = [i for i, w in enumerate(wants) if w > 0]
+    while left > 0 and active:
+        each = max(1, left // len(active))
+        for i in list(active):
+            give = min(each, wants[i] - shares[i], left)
+            shares[i] += give
+            left -= give
+            if shares[i] >= wants[i]:
+                active.remove(i)
+            if left == 0:
+                break
+    return shares
 
 
 def learn_input(

@@ -4,18 +4,22 @@
 `reviews.learned` events; batches of other jobs become `learn_pending` rows (upserted by
 the runner, so their offsets can be committed and nothing lives only in memory).
 
-`tick` (every `VOC_LEARN_TICK_S`, on one replica only: the holder of a session-level
-Postgres advisory lock, so a dead leader's lock goes with its connection and another
-replica takes over on its next tick):
+`tick` (every `VOC_LEARN_TICK_S`, on one replica only: the holder of the stage's
+`shared.db.leader.AdvisoryLeader` lock, so a dead leader's lock goes with its connection
+and another replica takes over on its next tick), over the pending jobs with tenants
+interleaved (`store.PgLearnStore.pending_jobs`) and planned by `core.plan_tick`:
 
-- jobs whose model exists get their held batches released as events; the rows are deleted
-  by the runner only after the events were produced (`StageResult.cleanup`), so a crash in
-  between re-releases them (at least once; downstream is idempotent);
-- jobs ready to learn (see `core.decide`) are learned in background tasks, so a slow LLM
-  call never delays releases. Each task holds a per-job transaction-level advisory lock on
-  its own connection while it reads the sample, asks the LLM and inserts the model, and
-  re-checks that no model exists first: no job is learned twice, even across replicas or
-  a leader change. The model row is insert-once: the first model stays.
+- jobs whose model exists get their held batches released as events, the tick's budget
+  shared among them: the batches are claimed first (`claim_batches`), then produced by
+  the runner, then deleted (`StageResult.cleanup`). A replica that leads while an old
+  leader still works skips its claimed batches; a crash leaves the claim to expire and
+  the batches are released again (at least once; downstream upserts by review id);
+- jobs ready to learn (see `core.decide`) are learned in background tasks, no more at a
+  time than `VOC_LEARN_CONCURRENCY`, so a slow LLM call never delays releases and each
+  tick can put another tenant's job into a free slot first. Each task holds a per-job
+  transaction-level advisory lock on its own connection while it reads the sample, asks
+  the LLM and inserts the model, and re-checks that no model exists first: no job is
+  learned twice, even across replicas or a leader change. The model row is insert-once.
 
 All state is in Postgres (`learn_pending`, `job_models`), so a restart resumes where the
 last process stopped. If the LLM's answer stays malformed (or the request is refused) the
@@ -26,13 +30,11 @@ and falls back to the default model only once it has waited `VOC_LEARN_GIVE_UP_S
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import orjson
@@ -42,25 +44,23 @@ from redis.asyncio import Redis
 from services.learn import metrics
 from services.learn.core import (
     FALLBACK_MODEL,
-    Action,
     LearnPolicy,
     PendingJob,
-    SampleReview,
     batch_key,
     check_model,
-    decide,
     default_model,
     learn_input,
     learned_event,
     model_row,
     pending_row,
+    plan_tick,
     split_held,
 )
 from services.learn.settings import LearnSettings
+from services.learn.store import LEARN_PENDING, PgLearnStore
 from shared import metrics as m
-from shared.db.models import JobModel, LearnPending
+from shared.db.leader import AdvisoryLeader
 from shared.db.pool import ConnectionPool
-from shared.db.upsert import Upsert, upsert
 from shared.events import ReviewsIngested
 from shared.llm.client import LLM, build_llm
 from shared.llm.errors import LLMMalformedOutput, LLMRequestRejected, LLMUnavailable
@@ -68,52 +68,13 @@ from shared.llm.settings import LLMSettings
 from shared.prompts import learn as learn_prompt
 from shared.redis import redis_client
 from shared.settings import CommonSettings
-from shared.stage import DeadLetterOut, Incoming, Outgoing, PostProduce, StageResult
+from shared.stage import DeadLetterOut, Incoming, Outgoing, StageResult
 from shared.topics import REVIEWS_INGESTED, REVIEWS_LEARNED, TopicSpec
 
 log = logging.getLogger(__name__)
 
-LEARN_PENDING = Upsert(LearnPending.__table__, key=("job_id", "batch_key"))  # type: ignore[arg-type]
-# Insert-once: a conflict keeps the stored model (DO UPDATE SET job_id = job_id).
-JOB_MODELS = Upsert(JobModel.__table__, key=("job_id",), update=())  # type: ignore[arg-type]
-
 KNOWN_JOBS_MAX = 50_000
-DB_TIMEOUT_S = 10.0
 RETRY_MIN_S, RETRY_MAX_S = 2.0, 60.0
-
-_JOBS_SQL = """
-SELECT j.id, j.target_language, EXISTS (SELECT 1 FROM job_models m WHERE m.job_id = j.id)
-FROM jobs j WHERE j.id = ANY(%s)
-"""
-# Review counts are summed only for jobs still without a model (no detoasting otherwise).
-_PENDING_JOBS_SQL = """
-SELECT p.job_id, j.product, j.target_language, count(*)::int,
-       coalesce(sum(CASE WHEN m.job_id IS NULL THEN jsonb_array_length(p.reviews) END), 0)::int,
-       extract(epoch FROM now() - min(p.created_at))::float8,
-       j.sealed_at IS NOT NULL, m.job_id IS NOT NULL
-FROM learn_pending p
-JOIN jobs j ON j.id = p.job_id
-LEFT JOIN job_models m ON m.job_id = p.job_id
-GROUP BY p.job_id, j.product, j.target_language, j.sealed_at, m.job_id
-ORDER BY min(p.created_at)
-LIMIT 1000
-"""
-_PENDING_BATCHES_SQL = """
-SELECT batch_key, reviews FROM learn_pending WHERE job_id = %s ORDER BY batch_key LIMIT %s
-"""
-_DELETE_PENDING_SQL = "DELETE FROM learn_pending WHERE job_id = %s AND batch_key = ANY(%s)"
-_SAMPLE_SQL = "SELECT id, text, rating FROM reviews WHERE job_id = %s ORDER BY id LIMIT %s"
-_HAS_MODEL_SQL = "SELECT EXISTS (SELECT 1 FROM job_models WHERE job_id = %s)"
-_TRY_JOB_LOCK_SQL = "SELECT pg_try_advisory_xact_lock(hashtextextended(%s, 0))"
-_TRY_LEADER_SQL = "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))"
-
-
-@dataclass(frozen=True)
-class JobState:
-    """What `handle` needs to know about a job."""
-
-    target_language: str
-    has_model: bool
 
 
 class ModelLearner(Protocol):
@@ -152,134 +113,6 @@ class LLMLearner:
             await self.redis.aclose()
 
 
-class LockedJob:
-    """A job whose learn lock this process holds, on its own open transaction."""
-
-    def __init__(self, conn: psycopg.AsyncConnection[Any], job_id: str) -> None:
-        self.conn = conn
-        self.job_id = job_id
-
-    async def has_model(self) -> bool:
-        """Whether a model was stored meanwhile (by another replica or an earlier run)."""
-        cur = await self.conn.execute(_HAS_MODEL_SQL, (self.job_id,))
-        row = await cur.fetchone()
-        return bool(row and row[0])
-
-    async def sample(self, size: int) -> list[SampleReview]:
-        """A deterministic sample: the job's first `size` reviews by id (uuid5: unbiased)."""
-        cur = await self.conn.execute(_SAMPLE_SQL, (self.job_id, size))
-        return [SampleReview(i, t, r) for i, t, r in await cur.fetchall()]
-
-    async def store_model(self, row: dict[str, Any]) -> None:
-        """Insert the model (a present one is kept) and commit, which releases the lock."""
-        await upsert(self.conn, JOB_MODELS, [row])
-        await self.conn.commit()
-
-
-class PgLearnStore:
-    """The learn stage's reads and its one locked write, on Postgres."""
-
-    def __init__(self, pool: ConnectionPool, url: str, lock_prefix: str) -> None:
-        self.pool = pool
-        self.url = url
-        self.lock_prefix = lock_prefix
-
-    async def jobs(self, job_ids: Sequence[str]) -> dict[str, JobState]:
-        """The existing jobs among `job_ids`, with their target language and model flag."""
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(_JOBS_SQL, (list(job_ids),))
-            rows = await cur.fetchall()
-            await conn.rollback()  # end the read: the pool hands the connection on as is
-        return {jid: JobState(lang, bool(has)) for jid, lang, has in rows}
-
-    async def pending_jobs(self) -> list[PendingJob]:
-        """Every job with held batches, oldest first (at most 1,000 per tick)."""
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(_PENDING_JOBS_SQL)
-            rows = await cur.fetchall()
-            await conn.rollback()
-        return [PendingJob(*row) for row in rows]
-
-    async def pending_batches(self, job_id: str, limit: int) -> list[tuple[str, list[Any]]]:
-        """Up to `limit` held batches of a job: (batch key, reviews as dicts)."""
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(_PENDING_BATCHES_SQL, (job_id, limit))
-            rows = await cur.fetchall()
-            await conn.rollback()
-        return [(key, reviews) for key, reviews in rows]
-
-    @staticmethod
-    def delete_pending(job_id: str, keys: Sequence[str]) -> PostProduce:
-        """A cleanup action deleting released batches (run after their events were produced)."""
-        key_list = list(keys)
-
-        async def _delete(conn: psycopg.AsyncConnection[Any]) -> None:
-            await conn.execute(_DELETE_PENDING_SQL, (job_id, key_list))
-
-        return _delete
-
-    @contextlib.asynccontextmanager
-    async def job_lock(self, job_id: str) -> AsyncIterator[LockedJob | None]:
-        """Hold the job's learn lock on a dedicated connection, or yield None if another
-        process holds it. The lock is transaction-level: it ends with the transaction
-        (`store_model` commits; leaving the block rolls back), or with the connection."""
-        conn = await psycopg.AsyncConnection.connect(self.url, connect_timeout=10)
-        try:
-            cur = await conn.execute(_TRY_JOB_LOCK_SQL, (f"{self.lock_prefix}job:{job_id}",))
-            row = await cur.fetchone()
-            yield LockedJob(conn, job_id) if row and row[0] else None
-        finally:
-            with contextlib.suppress(psycopg.Error):
-                await conn.rollback()
-            await conn.close()
-
-
-class PgLeadership:
-    """Which replica runs the ticks: the holder of a session-level advisory lock.
-
-    The lock lives on a dedicated autocommit connection; if that connection breaks (or the
-    process dies) the lock is gone and another replica's next `check` takes it.
-    """
-
-    def __init__(self, url: str, key: str) -> None:
-        self.url = url
-        self.key = key
-        self.conn: psycopg.AsyncConnection[Any] | None = None
-        self.leader = False
-
-    async def check(self) -> bool:
-        """Whether this process leads now (taking the lock if it is free)."""
-        try:
-            async with asyncio.timeout(DB_TIMEOUT_S):
-                if self.conn is None or self.conn.closed or self.conn.broken:
-                    self.leader = False
-                    self.conn = await psycopg.AsyncConnection.connect(
-                        self.url, autocommit=True, connect_timeout=10
-                    )
-                if self.leader:
-                    await self.conn.execute("SELECT 1")  # still connected = still holding
-                else:
-                    cur = await self.conn.execute(_TRY_LEADER_SQL, (self.key,))
-                    row = await cur.fetchone()
-                    self.leader = bool(row and row[0])
-                    if self.leader:
-                        log.info("learn leadership taken", extra={"stage": "learn"})
-        except (psycopg.Error, OSError, TimeoutError) as exc:
-            if self.leader:
-                log.warning("learn leadership lost", extra={"stage": "learn", "error": str(exc)})
-            self.leader = False
-            await self.close()
-        metrics.IS_LEADER.set(1 if self.leader else 0)
-        return self.leader
-
-    async def close(self) -> None:
-        """Drop the connection (and with it the lock)."""
-        conn, self.conn = self.conn, None
-        if conn is not None:
-            with contextlib.suppress(psycopg.Error, OSError):
-                await conn.close()
-
-
 class LearnHandler:
     """The learn `StageHandler` (see the module docstring)."""
 
@@ -289,7 +122,7 @@ class LearnHandler:
     def __init__(
         self,
         store: PgLearnStore,
-        leadership: PgLeadership,
+        leadership: AdvisoryLeader,
         learner: ModelLearner,
         settings: LearnSettings,
         topic_prefix: str,
@@ -305,7 +138,6 @@ class LearnHandler:
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.not_before: dict[str, float] = {}  # job id -> monotonic time of next attempt
         self.failures: dict[str, int] = {}
-        self.sem = asyncio.Semaphore(settings.concurrency)
 
     # -- handle: pass through or hold ------------------------------------------------------
 
@@ -351,42 +183,45 @@ class LearnHandler:
     async def tick(self) -> StageResult:
         """Release held batches of learned jobs; start learning the jobs that are ready."""
         result = StageResult()
-        if not await self.leadership.check():
+        leader = await self.leadership.check()
+        metrics.IS_LEADER.set(1 if leader else 0)
+        if not leader:
             return result
-        jobs = await self.store.pending_jobs()
+        jobs = await self.store.pending_jobs(self.settings.tick_jobs)
         metrics.HELD_JOBS.set(len(jobs))
         metrics.HELD_REVIEWS.set(sum(j.pending_reviews for j in jobs if not j.has_model))
-        budget = self.settings.release_rows_per_tick
         now = time.monotonic()
-        for job in jobs:
-            action = decide(job, self.policy)
-            if action is Action.RELEASE and budget > 0:
-                try:
-                    released, used = await self._release(job, budget)
-                    result.merge(released)
-                    budget -= used
-                except psycopg.Error:
-                    raise  # Postgres trouble: the whole tick is retried
-                except Exception:
-                    # A bug or bad data of one job must not hold back every other job.
-                    log.exception(
-                        "releasing held reviews failed",
-                        extra={"stage": self.name, "job_id": job.job_id},
-                    )
-            elif action is Action.LEARN:
-                if job.job_id in self.tasks or self.not_before.get(job.job_id, 0.0) > now:
-                    continue
-                task = asyncio.create_task(self._learn(job), name=f"learn:{job.job_id}")
-                self.tasks[job.job_id] = task
-                task.add_done_callback(functools.partial(self._learn_done, job.job_id))
+        plan = plan_tick(
+            jobs,
+            self.policy,
+            release_budget=self.settings.release_rows_per_tick,
+            learn_slots=max(0, self.settings.concurrency - len(self.tasks)),
+            skip={j for j, t in self.not_before.items() if t > now} | self.tasks.keys(),
+        )
+        for job, batches in plan.releases:
+            try:
+                result.merge(await self._release(job, batches))
+            except psycopg.Error:
+                raise  # Postgres trouble: the whole tick is retried
+            except Exception:
+                # A bug or bad data of one job must not hold back every other job.
+                log.exception(
+                    "releasing held reviews failed",
+                    extra={"stage": self.name, "job_id": job.job_id},
+                )
+        for job in plan.learn:
+            task = asyncio.create_task(self._learn(job), name=f"learn:{job.job_id}")
+            self.tasks[job.job_id] = task
+            task.add_done_callback(functools.partial(self._learn_done, job.job_id))
         return result
 
-    async def _release(self, job: PendingJob, budget: int) -> tuple[StageResult, int]:
-        """Events for up to `budget` held batches of a learned job, and their deletion."""
+    async def _release(self, job: PendingJob, limit: int) -> StageResult:
+        """Events for up to `limit` held batches of a learned job (claimed for this
+        replica first), and their deletion once the events are out."""
         result = StageResult()
-        batches = await self.store.pending_batches(job.job_id, budget)
+        batches = await self.store.claim_batches(job.job_id, limit, self.settings.claim_s)
         if not batches:
-            return result, 0
+            return result
         self._remember(job.job_id, job.target_language)
         released = 0
         for key, held in batches:
@@ -400,7 +235,7 @@ class LearnHandler:
             for n, (entry, reason) in enumerate(bad):
                 result.dead_letters.append(_bad_held(job.job_id, key, n, entry, reason))
         result.reviews_out += released
-        result.cleanup.append(self.store.delete_pending(job.job_id, [k for k, _ in batches]))
+        result.cleanup.append(self.store.release_done(job.job_id, [k for k, _ in batches]))
         metrics.RELEASED_REVIEWS.inc(released)
         log.info(
             "held reviews released",
@@ -411,51 +246,51 @@ class LearnHandler:
                 "reviews": released,
             },
         )
-        return result, len(batches)
+        return result
 
     async def _learn(self, job: PendingJob) -> None:
         """Learn one job under its lock; a no-op if another process has or is learning it."""
-        async with self.sem:
-            started = time.perf_counter()
-            async with self.store.job_lock(job.job_id) as locked:
-                if locked is None or await locked.has_model():
-                    return
-                sample = await locked.sample(self.settings.sample_size)
-                payload = learn_input(
-                    job.product,
-                    job.target_language,
-                    sample,
-                    text_chars=self.settings.sample_text_chars,
-                    total_chars=self.settings.sample_total_chars,
-                )
-                model, source = await self._ask(job, payload, started)
-                if model is None:
-                    return
-                await locked.store_model(
-                    model_row(
-                        job.job_id,
-                        model,
-                        len(payload["sample"]),
-                        self.learner.model_name if source == "llm" else FALLBACK_MODEL,
-                    )
-                )
-            self._remember(job.job_id, job.target_language)
-            self.failures.pop(job.job_id, None)
-            self.not_before.pop(job.job_id, None)
-            metrics.JOBS_LEARNED.labels(source).inc()
-            metrics.LEARN_SECONDS.observe(time.perf_counter() - started)
-            log.info(
-                "job model stored",
-                extra={
-                    "stage": self.name,
-                    "job_id": job.job_id,
-                    "source": source,
-                    "sample": len(payload["sample"]),
-                    "dimensions": len(model.dimensions),
-                    "sealed": job.sealed,
-                    "held_reviews": job.pending_reviews,
-                },
+        started = time.perf_counter()
+        async with self.store.job_lock(job.job_id) as locked:
+            if locked is None or await locked.has_model():
+                return
+            sample = await locked.sample(self.settings.sample_size)
+            payload = learn_input(
+                job.product,
+                job.target_language,
+                sample,
+                text_chars=self.settings.sample_text_chars,
+                total_chars=self.settings.sample_total_chars,
             )
+            model, source = await self._ask(job, payload, started)
+            if model is None:
+                return
+            await locked.store_model(
+                model_row(
+                    job.job_id,
+                    model,
+                    len(payload["sample"]),
+                    self.learner.model_name if source == "llm" else FALLBACK_MODEL,
+                )
+            )
+        self._remember(job.job_id, job.target_language)
+        self.failures.pop(job.job_id, None)
+        self.not_before.pop(job.job_id, None)
+        metrics.JOBS_LEARNED.labels(source).inc()
+        metrics.LEARN_SECONDS.observe(time.perf_counter() - started)
+        log.info(
+            "job model stored",
+            extra={
+                "stage": self.name,
+                "job_id": job.job_id,
+                "tenant_id": job.tenant_id,
+                "source": source,
+                "sample": len(payload["sample"]),
+                "dimensions": len(model.dimensions),
+                "sealed": job.sealed,
+                "held_reviews": job.pending_reviews,
+            },
+        )
 
     async def _ask(
         self, job: PendingJob, payload: dict[str, Any], started: float
@@ -531,6 +366,7 @@ class LearnHandler:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.leadership.close()
+        metrics.IS_LEADER.set(0)
         closer = getattr(self.learner, "close", None)
         if closer is not None:
             await closer()
@@ -584,7 +420,7 @@ async def build(
     prefix = settings.kafka.topic_prefix
     return LearnHandler(
         PgLearnStore(pool, url, lock_prefix=f"{prefix}learn:"),
-        PgLeadership(url, key=f"{prefix}learn:leader"),
+        AdvisoryLeader(url, key=f"{prefix}learn:leader", role="learn ticks"),
         learner,
         ls,
         prefix,

@@ -12,7 +12,8 @@ from shared import stage
 def main() -> None:
     """Run the report service with settings from the environment."""
     settings = ReportSettings()
-    # One batch at a time: report builds for a job must not race each other.
+    # One batch at a time: builds of one job are serialised by its lock anyway, and each
+    # build holds a pool connection through its LLM call.
     stage.main(
         "report",
         functools.partial(build, report=settings),

@@ -298,8 +298,8 @@ class Outbox(Protocol):
 class Leader(Protocol):
     """Port: whether this replica is the one delivering callbacks."""
 
-    async def is_leader(self) -> bool:
-        """True while this process holds the role."""
+    async def check(self) -> bool:
+        """True while this process holds the role (`shared.db.leader.AdvisoryLeader`)."""
         ...
 
     async def close(self) -> None:
@@ -425,7 +425,7 @@ class CallbackDeliverer:
         free = s.concurrency - len(self._tasks)
         if free <= 0:
             return 0
-        if self.leader is not None and not await self.leader.is_leader():
+        if self.leader is not None and not await self.leader.check():
             return 0
         due = await self.outbox.due(s.max_attempts, free * s.max_batch, self._busy)
         groups = group_by_target(due, s.max_batch)[:free]

@@ -1,9 +1,16 @@
-"""The report stage's pure core: when is a job's report due, and what goes into it.
+"""The report stage's pure core: a job's next state, and what goes into its report.
 
-No IO here. `decide` turns a job's progress counts into the report to build (if any);
+No IO here. `decide` turns a job's progress counts into a `Decision`: the job status to
+move to (with the statuses it may move from, `STATUS_FROM`, so a transition written as
+`UPDATE .. WHERE status = ANY(..)` never steps a job back nor overwrites an operator's
+`cancelled`) and the report to build, if any. A job is `completed` only once every review
+is analysed or dead-lettered; one whose reviews stop finishing for the stall timeout is
+`stalled` (reason and since-when on the job; reviews waiting in retry tiers count as in
+progress), which clears when a review finishes again. Reports built before completion
+(`partial` on a stall, `report_ready` at the threshold) say so (`partial`, `notice`).
 `assemble_report` puts aggregates and the summary together; `fallback_summary` writes a
-deterministic summary when the LLM cannot; the `*_row` helpers shape what the service
-upserts (report, job status, callback outbox) so a replay writes the same rows.
+deterministic summary when the LLM cannot; the `*_row` helpers shape what the store
+writes (report, callback outbox, job events) so a replay writes the same rows.
 """
 
 from __future__ import annotations
@@ -14,16 +21,34 @@ from datetime import datetime
 from typing import Any, Literal
 
 from shared import textsafe
+from shared.events import JobCompleted
 from shared.prompts.insight import OTHER_DIMENSION
 
-# The values of `shared.jobstatus` (not imported: it pulls in SQLAlchemy's asyncio layer,
-# and this core stays free of IO libraries).
-ReportStatus = Literal["report_ready", "completed"]
-_RANK: dict[str | None, int] = {None: 0, "report_ready": 1, "completed": 2}
+# Job statuses, as `shared.jobstatus` names them (not imported: it pulls in SQLAlchemy's
+# asyncio layer, and this core stays free of IO libraries).
+SEALED = "sealed"
+STALLED = "stalled"
+REPORT_READY = "report_ready"
+COMPLETED = "completed"
 # Job statuses the report stage leaves alone (set by the API or an operator; a job being
 # replayed by `voc replay job` is finalised only once the replay has passed every stage).
 INACTIVE_JOB_STATUSES = frozenset({"failed", "cancelled", "reprocessing", "deleted"})
 REPLAYED = "replayed"  # set by `voc replay job` when the replay is through: rebuild once
+
+# The statuses each status may be reached from. Anything else (an operator's cancel, a
+# replay starting, a job further along) refuses the transition.
+STATUS_FROM: dict[str, frozenset[str]] = {
+    REPORT_READY: frozenset({SEALED, STALLED, REPLAYED}),
+    COMPLETED: frozenset({SEALED, STALLED, REPORT_READY, COMPLETED, REPLAYED}),
+    STALLED: frozenset({SEALED, REPORT_READY}),
+    SEALED: frozenset({STALLED}),  # a stall cleared before any report
+}
+
+# Reports by how far they go: a partial one (the job stalled), the early one, the final.
+ReportStatus = Literal["partial", "report_ready", "completed"]
+_RANK: dict[str | None, int] = {None: 0, "partial": 1, "report_ready": 2, "completed": 3}
+# The lifecycle steps announced (`jobs.completed` event, callback), in order.
+ANNOUNCED: tuple[ReportStatus, ...] = ("report_ready", "completed")
 
 
 @dataclass(frozen=True)
@@ -32,7 +57,8 @@ class JobProgress:
 
     `done` counts reviews that are themed or dead-lettered for good; ingest is complete
     when the job is sealed and every submitted row went through ingest (accepted, dropped
-    as duplicate or rejected), so `ingested` is final.
+    as duplicate or rejected), so `ingested` is final. `idle_s` is how long ago a review
+    of the job last finished (or the job was sealed, if none has): `last_progress_at`.
     """
 
     job_id: str
@@ -51,6 +77,8 @@ class JobProgress:
     report_status: str | None = None
     report_done: int | None = None  # `done` when the current report was built
     report_themed: int | None = None  # `themed` when the current report was built
+    idle_s: float = 0.0
+    last_progress_at: datetime | None = None
 
     @property
     def done(self) -> int:
@@ -67,50 +95,102 @@ class JobProgress:
         """No more reviews can arrive: sealed, and ingest has seen every submitted row."""
         return self.sealed and self.ingest_rows >= self.submitted
 
+    @property
+    def complete(self) -> bool:
+        """Every review is analysed or dead-lettered, and no more can arrive."""
+        return self.ingest_complete and self.done >= self.ingested
 
-def decide(p: JobProgress, threshold: float = 0.9, stalled: bool = False) -> ReportStatus | None:
-    """Which report to build now for `p`, or None.
 
+@dataclass(frozen=True)
+class Decision:
+    """What to do with a job now: the status to move it to, the report to build (None:
+    the status alone), and for a stall its reason."""
+
+    status: str
+    report: ReportStatus | None = None
+    reason: str | None = None
+
+
+def decide(
+    p: JobProgress, threshold: float = 0.9, stall_timeout_s: float = 900.0
+) -> Decision | None:
+    """The job's next step, or None.
+
+    - `completed` (and its report) once every review is analysed or dead-lettered; a
+      completed report is rebuilt if more reviews finished since (dead letters redriven
+      and now themed), or once after a replay;
+    - `stalled` when a sealed, unfinished job has had no review finish for
+      `stall_timeout_s`, with a partial report if it has none (or an older partial one);
     - `report_ready` once ingest is complete and >= `threshold` of the reviews are done;
-    - `completed` once all are done (themed or dead-lettered), or when a sealed job's
-      progress has stalled (reviews lost beyond the dead-letter tables, e.g. a whole
-      poison record), so no job waits forever;
-    - a completed report is rebuilt if more reviews finished since it was built, so a
-      job finalised on a stall heals when the stragglers arrive;
+    - a stalled job whose reviews finish again goes back to `report_ready` or `sealed`;
     - never a step back (a replay of old events finds nothing to do).
     """
     if p.job_status in INACTIVE_JOB_STATUSES or not p.sealed:
         return None
-    if not p.ingest_complete and not stalled:
-        return None
     built = _RANK.get(p.report_status, 0)
-    if p.job_status == REPLAYED and (p.done >= p.ingested or stalled):
-        return "completed"  # rebuilt from the replayed rows, whatever was built before
-    if built == 2:
-        # More reviews finished, or dead-lettered ones were redriven and now have themes.
-        healed = (p.report_done is not None and p.done > p.report_done) or (
-            p.report_themed is not None and p.themed > p.report_themed
+    if p.complete:
+        healed = built == 3 and (
+            (p.report_done is not None and p.done > p.report_done)
+            or (p.report_themed is not None and p.themed > p.report_themed)
         )
-        return "completed" if healed else None
-    if p.done >= p.ingested or stalled:
-        target: ReportStatus = "completed"
-    elif p.ratio >= threshold:
-        target = "report_ready"
-    else:
+        if built < 3 or healed or p.job_status == REPLAYED:
+            return Decision(COMPLETED, "completed")
         return None
-    return target if _RANK[target] > built else None
+    if built == 3 or p.job_status in (COMPLETED, REPLAYED):
+        return None  # finished before (a redrive is under way) or a replay still going through
+    if p.idle_s >= stall_timeout_s:
+        if p.job_status == STALLED:
+            return None
+        stale = built == 0 or (built == 1 and p.done > (p.report_done or 0))
+        return Decision(STALLED, "partial" if stale else None, stall_reason(p, stall_timeout_s))
+    if p.ingest_complete and p.ratio >= threshold and built < 2:
+        return Decision(REPORT_READY, "report_ready")
+    if p.job_status == STALLED:  # reviews finish again: the stall is over
+        return Decision(REPORT_READY if built == 2 else SEALED)
+    return None
 
 
-def announced_steps(p: JobProgress, status: ReportStatus) -> list[ReportStatus]:
-    """The lifecycle events a build announces (event and callback per step).
+def stall_reason(p: JobProgress, stall_timeout_s: float) -> str:
+    """Why a job counts as stalled, in words an operator and a tenant can act on."""
+    idle = f"{max(p.idle_s, stall_timeout_s):.0f} s"
+    if not p.ingest_complete:
+        return (
+            f"ingest has seen {p.ingest_rows} of {p.submitted} submitted rows and nothing "
+            f"moved for {idle}"
+        )
+    waiting = p.ingested - p.done
+    return (
+        f"no review finished for {idle}: {waiting} of {p.ingested} reviews are still in "
+        f"progress (in a stage or waiting in a retry tier); {p.themed} analysed, "
+        f"{p.dead_lettered} dead-lettered"
+    )
+
+
+def announced_steps(p: JobProgress, report: ReportStatus) -> list[ReportStatus]:
+    """The lifecycle steps a build announces (event and callback per step), each once.
 
     A job that reaches 100% before anyone saw it at 90% still announces `report_ready`
-    first, so a client always gets both events, in order; a rebuild announces nothing new
-    that was announced before (the outbox ignores a row it already has).
+    first, so a client always gets both, in order; a rebuild announces nothing again.
     """
-    if status == "completed" and _RANK.get(p.report_status, 0) == 0:
-        return ["report_ready", "completed"]
-    return [status]
+    built = _RANK.get(p.report_status, 0)
+    return [s for s in ANNOUNCED if built < _RANK[s] <= _RANK[report]]
+
+
+def report_notice(p: JobProgress, report: ReportStatus, stall: str | None = None) -> str | None:
+    """The plain-language note a report built before the job completed carries."""
+    if report == "completed":
+        return None
+    share = f"{p.done} of {p.ingested} reviews are finished ({p.ratio:.0%})"
+    if report == "partial":
+        why = f" The job stalled: {stall}." if stall else " The job stalled."
+        return (
+            f"Partial report: {share}; the others are not analysed yet.{why} This report "
+            "will be replaced when the job completes."
+        )
+    return (
+        f"Partial report: {share}; the rest are still in progress. This report will be "
+        "replaced when the job completes."
+    )
 
 
 @dataclass
@@ -247,7 +327,7 @@ def fallback_summary(product: str, aggregates: Mapping[str, Any], reason: str) -
     ov = aggregates["overview"]
     dims = [d for d in aggregates["sentiment_by_dimension"] if d["insights"]]
     parts = [
-        f"{ov['reviews']} reviews of {product} were analysed "
+        f"{ov['themed']} of {ov['reviews']} reviews of {product} were analysed "
         f"({ov['coverage']:.0%} coverage), giving {ov['insights']} insights "
         f"in {ov['themes']} themes."
     ]
@@ -304,8 +384,13 @@ def assemble_report(
     status: ReportStatus,
     aggregates: Mapping[str, Any],
     summary: Summary,
+    stall: str | None = None,
 ) -> dict[str, Any]:
-    """The report document (JSON): identity, coverage, every aggregate, the summary."""
+    """The report document (JSON): identity, coverage, every aggregate, the summary.
+
+    `partial` is true for every report but the final one, and `notice` says so in plain
+    words (with the stall's reason, `stall`, for a report built because the job stalled).
+    """
     dead = aggregates["overview"].get("dead_lettered_by_stage", {})
     # Model-written text: plain, capped, quotes only if they are the job's own words.
     narrative, suggested = textsafe.safe_narrative(
@@ -317,6 +402,8 @@ def assemble_report(
         "target_language": p.target_language,
         "status": status,
         "final": status == "completed",
+        "partial": status != "completed",
+        "notice": report_notice(p, status, stall),
         "coverage": coverage_section(p, dead),
         "progress": {"done": p.done, "ingested": p.ingested, "themed": p.themed},
         **aggregates,
@@ -341,16 +428,41 @@ def report_row(
     }
 
 
-def job_status_row(p: JobProgress, status: ReportStatus, now: datetime) -> dict[str, Any]:
-    """The `jobs` row carrying the new status (an upsert on an existing row = an update)."""
-    return {
-        "id": p.job_id,
-        "tenant_id": p.tenant_id,
-        "product": p.product,
-        "target_language": p.target_language,
-        "status": status,
-        "updated_at": now,
-    }
+@dataclass(frozen=True)
+class Transition:
+    """A job status change, written only if the job's status is one of `allowed_from`."""
+
+    job_id: str
+    status: str
+    allowed_from: frozenset[str]
+    stalled_since: datetime | None = None  # set with status `stalled`, else cleared
+    stall_reason: str | None = None
+
+
+def transition(p: JobProgress, d: Decision) -> Transition:
+    """The status change of decision `d` (a stall records since when nothing finished)."""
+    stalled = d.status == STALLED
+    return Transition(
+        job_id=p.job_id,
+        status=d.status,
+        allowed_from=STATUS_FROM[d.status],
+        stalled_since=p.last_progress_at if stalled else None,
+        stall_reason=d.reason if stalled else None,
+    )
+
+
+def job_event_row(
+    p: JobProgress, status: ReportStatus, coverage: float, now: datetime
+) -> dict[str, Any]:
+    """The `job_events` row of one announced step (id `job_id:status`, written once)."""
+    event = JobCompleted(
+        job_id=p.job_id,
+        tenant_id=p.tenant_id,
+        status="completed" if status == "completed" else "report_ready",
+        at=now.isoformat(),
+        coverage=coverage,
+    )
+    return {"id": f"{p.job_id}:{status}", "job_id": p.job_id, "value": event.to_bytes()}
 
 
 def callback_payload(

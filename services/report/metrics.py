@@ -9,12 +9,27 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 REPORTS_BUILT = Counter(
     "vocstream_report_builds_total",
-    "Reports built, by status (report_ready, completed) and summary source (llm, fallback)",
+    "Reports built, by status (partial, report_ready, completed) and summary source "
+    "(llm, fallback)",
     ["status", "summary_source"],
+)
+STALLED_JOBS = Gauge(
+    "vocstream_report_jobs_stalled",
+    "Jobs whose reviews stopped finishing for the stall timeout (status stalled), as this "
+    "replica last counted them in Postgres",
+)
+TRANSITIONS = Counter(
+    "vocstream_report_transitions_total",
+    "Job status transitions, by target status and outcome: applied, or refused because the "
+    "job's status had changed meanwhile (an operator's cancel, a replay, another replica)",
+    ["status", "outcome"],
+)
+IS_LEADER = Gauge(
+    "vocstream_report_leader", "1 while this replica produces job events and delivers callbacks"
 )
 REPORT_BUILD_SECONDS = Histogram(
     "vocstream_report_build_seconds",

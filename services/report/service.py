@@ -1,52 +1,55 @@
-"""The report stage as the runner sees it: completion tracking, report builds, callbacks.
+"""The report stage as the runner sees it: job states, report builds, events, callbacks.
 
-`handle` takes a batch of `themes.extracted` events, collects their job ids and checks
-each job's progress; `tick` (every second) re-checks sealed jobs without a final report,
-because dead letters and stalls arrive without a themes event. Callbacks are delivered
-by their own task (`services.report.callbacks.CallbackDeliverer`, started by `build`),
-never inside `handle` or `tick`, so no receiver can hold up a report. A job due for a
-report (see `core.decide`) gets, in one transaction (the runner's): the `reports` row, its
-new `jobs.status`, and a `callback_outbox` row if it has a callback URL; then a
-`JobCompleted` event on `jobs.completed`.
+`handle` takes a batch of `themes.extracted` events and checks each of their jobs; `tick`
+(every `VOC_REPORT_TICK_S`, on every replica) re-checks the sealed jobs without a final
+report, because dead letters and stalls arrive without a themes event, and sets the
+stalled-jobs gauge; on the one replica that leads (`shared.db.leader.AdvisoryLeader`) it
+then produces the job events due. Callbacks are delivered by their own task
+(`services.report.callbacks.CallbackDeliverer`, started by `build`, on the replica that
+leads callback delivery), never inside `handle` or `tick`, so no receiver can hold up a
+report.
 
-Job status is written as an upsert of the existing `jobs` row (its key and NOT NULL
-columns, as just read) that updates only `status` and `updated_at`: on a row that exists
-that *is* an update, it goes through the runner's transaction with the report, and no
-extra hook in `shared.stage` is needed.
+Checking a job: its progress decides (`core.decide`) whether it moves on (`report_ready`,
+`completed`, `stalled` or back from a stall) and which report to build. The move is made
+under the job's report lock, after re-reading the job there, and written in one
+transaction with its report, callback outbox rows and `jobs.completed` events, only if
+the job's status still allows it (`store` module docstring). That is what keeps several
+replicas honest: each report is built once per state, a status never steps back, an
+operator's `cancelled` stands, and each event is produced once from the outbox. So unlike
+most stages, this handler writes Postgres itself and returns no rows to the runner; what
+it returns are the events claimed from the outbox.
+
+The summary's LLM call happens under the lock, inside the build's transaction: a second
+replica finds the lock taken and moves on instead of paying for the same summary.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
-import psycopg
-from psycopg.rows import dict_row
+from redis.exceptions import RedisError
 
 from services.report import core, metrics
-from services.report.aggregates import RawAggregates, build_aggregates, load_raw
+from services.report.aggregates import build_aggregates
 from services.report.callbacks import (
-    OUTBOX_COLUMNS,
     CallbackDeliverer,
     CallbackSender,
     CallbackSettings,
     Leader,
     PgOutbox,
 )
-from services.report.core import JobProgress, ReportStatus, Summary
+from services.report.core import Decision, JobProgress, ReportStatus, Summary
 from services.report.settings import ReportSettings
+from services.report.store import LockedJob, PgReportStore
 from shared.analyst import current_analyst
 from shared.callback_signing import SigningSettings
-from shared.db.models import CallbackOutbox, Job, Report
+from shared.db.leader import AdvisoryLeader
 from shared.db.pool import ConnectionPool
-from shared.db.upsert import Upsert
-from shared.events import JobCompleted, ThemesExtracted
+from shared.events import ThemesExtracted
 from shared.jobstatus import status_cache_key
 from shared.llm.client import build_llm
 from shared.llm.errors import LLMError
@@ -60,171 +63,7 @@ from shared.topics import JOBS_COMPLETED, THEMES_EXTRACTED, TopicSpec
 
 log = logging.getLogger(__name__)
 
-
-REPORTS = Upsert(
-    Report.__table__,  # type: ignore[arg-type]
-    key=("job_id",),
-    columns=("job_id", "status", "coverage", "data", "generated_at"),
-)
-JOB_STATUS = Upsert(
-    Job.__table__,  # type: ignore[arg-type]
-    key=("id",),
-    columns=("id", "tenant_id", "product", "target_language", "status", "updated_at"),
-    update=("status", "updated_at"),
-)
-# A new outbox row must not reset one being delivered (a rebuild or a replay writes it
-# again): insert if absent, else leave it.
-OUTBOX_NEW = Upsert(
-    CallbackOutbox.__table__,  # type: ignore[arg-type]
-    key=("id",),
-    columns=OUTBOX_COLUMNS,
-    update=(),
-)
-
-Q_PROGRESS = """
-SELECT j.id, j.tenant_id, j.product, j.target_language, j.callback_url, j.status,
-       j.sealed_at IS NOT NULL AS sealed, j.submitted, j.rejected,
-       (SELECT coalesce(sum(c.rows), 0) FROM ingest_chunks c WHERE c.job_id = j.id)::int
-         AS ingest_rows,
-       (SELECT count(*) FROM reviews r WHERE r.job_id = j.id)::int AS ingested,
-       (SELECT count(*) FROM review_themed t WHERE t.job_id = j.id)::int AS themed,
-       (SELECT count(DISTINCT d.review_id) FROM dead_letters d
-         WHERE d.job_id = j.id AND d.redriven_at IS NULL AND d.review_id IS NOT NULL
-           AND NOT EXISTS (SELECT 1 FROM review_themed t WHERE t.review_id = d.review_id)
-       )::int AS dead_lettered,
-       rp.status AS report_status,
-       (rp.data -> 'progress' ->> 'done')::int AS report_done,
-       (rp.data -> 'progress' ->> 'themed')::int AS report_themed
-FROM jobs j LEFT JOIN reports rp ON rp.job_id = j.id
-WHERE j.id = ANY(%(ids)s)
-ORDER BY j.id
-"""
-
-Q_CANDIDATES = """
-SELECT j.id FROM jobs j LEFT JOIN reports rp ON rp.job_id = j.id
-WHERE j.sealed_at IS NOT NULL AND j.status <> ALL(%(inactive)s)
-  AND (rp.status IS NULL OR rp.status <> 'completed' OR j.status = 'replayed')
-ORDER BY j.sealed_at
-LIMIT %(limit)s
-"""
-
-ADVISORY_LOCK_KEY = 0x766F6363_616C6C62  # "voccallb": the callback deliverer's lock
-
-
-class ReportStore(Protocol):
-    """Port: the reads the report stage needs."""
-
-    async def progress(self, job_ids: Sequence[str]) -> list[JobProgress]:
-        """Completion counts of these jobs (unknown ids are skipped)."""
-        ...
-
-    async def candidates(self, limit: int) -> list[str]:
-        """Sealed, active jobs without a final report, oldest seal first."""
-        ...
-
-    async def aggregates(self, job_id: str) -> RawAggregates:
-        """The raw aggregate rows of one job."""
-        ...
-
-
-class PgReportStore:
-    """`ReportStore` on the stage's connection pool; every read ends its transaction."""
-
-    def __init__(self, pool: ConnectionPool) -> None:
-        self.pool = pool
-
-    async def _rows(self, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-        async with self.pool.connection() as conn:
-            try:
-                async with conn.cursor(row_factory=dict_row) as cur:
-                    await cur.execute(sql, params)
-                    return list(await cur.fetchall())
-            finally:
-                # The pool hands connections on as they are: release the snapshot.
-                await conn.rollback()
-
-    async def progress(self, job_ids: Sequence[str]) -> list[JobProgress]:
-        """One statement for all of `job_ids`."""
-        if not job_ids:
-            return []
-        rows = await self._rows(Q_PROGRESS, {"ids": list(job_ids)})
-        return [
-            JobProgress(
-                job_id=r["id"],
-                tenant_id=r["tenant_id"],
-                product=r["product"],
-                target_language=r["target_language"],
-                callback_url=r["callback_url"],
-                job_status=r["status"],
-                sealed=bool(r["sealed"]),
-                submitted=int(r["submitted"] or 0),
-                rejected=int(r["rejected"] or 0),
-                ingest_rows=int(r["ingest_rows"] or 0),
-                ingested=int(r["ingested"] or 0),
-                themed=int(r["themed"] or 0),
-                dead_lettered=int(r["dead_lettered"] or 0),
-                report_status=r["report_status"],
-                report_done=r["report_done"],
-                report_themed=r["report_themed"],
-            )
-            for r in rows
-        ]
-
-    async def candidates(self, limit: int) -> list[str]:
-        """See `ReportStore.candidates`."""
-        rows = await self._rows(
-            Q_CANDIDATES, {"inactive": sorted(core.INACTIVE_JOB_STATUSES), "limit": limit}
-        )
-        return [str(r["id"]) for r in rows]
-
-    async def aggregates(self, job_id: str) -> RawAggregates:
-        """Every aggregate query in one read transaction (one consistent-enough view)."""
-        async with self.pool.connection() as conn:
-            try:
-                return await load_raw(conn, job_id)
-            finally:
-                await conn.rollback()
-
-
-class AdvisoryLockLeader:
-    """The callback deliverer among report replicas: whoever holds a Postgres advisory lock.
-
-    The lock lives on a dedicated connection, so it is released when the process dies;
-    another replica takes over on its next tick. One deliverer means one POST per due
-    row, rather than one per replica.
-    """
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.conn: psycopg.AsyncConnection[Any] | None = None
-        self.held = False
-
-    async def is_leader(self) -> bool:
-        """Take the lock if free; check the connection still holds it."""
-        try:
-            if self.conn is None or self.conn.closed or self.conn.broken:
-                self.held = False
-                self.conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
-            if self.held:
-                await self.conn.execute("SELECT 1")
-            else:
-                cur = await self.conn.execute(
-                    "SELECT pg_try_advisory_lock(%s)", (ADVISORY_LOCK_KEY,)
-                )
-                row = await cur.fetchone()
-                self.held = bool(row and row[0])
-        except psycopg.Error as exc:
-            log.warning("callback leader check failed", extra={"error": str(exc)})
-            await self.close()
-            return False
-        return self.held
-
-    async def close(self) -> None:
-        """Close the lock's connection (which releases the lock)."""
-        conn, self.conn, self.held = self.conn, None, False
-        if conn is not None and not conn.closed:
-            with contextlib.suppress(psycopg.Error):
-                await conn.close()
+EVENTS_PER_TICK = 500
 
 
 class ReportHandler:
@@ -235,139 +74,137 @@ class ReportHandler:
 
     def __init__(
         self,
-        store: ReportStore,
+        store: PgReportStore,
         llm: CompletesLLM,
         settings: ReportSettings,
         topic_prefix: str,
         *,
+        leader: AdvisoryLeader | None = None,
         clock: Callable[[], datetime] | None = None,
-        monotonic: Callable[[], float] = time.monotonic,
         closers: Sequence[Callable[[], Any]] = (),
         forget_status: Callable[[str, str], Awaitable[Any]] | None = None,
     ) -> None:
         self.store = store
-        # Drops the API's cached status of (tenant, job), so a final status is seen at once.
+        # Drops the API's cached status of (tenant, job), so a new status is seen at once.
         self.forget_status = forget_status
         self.llm = llm
         self.settings = settings
         self.tick_interval_s = settings.tick_interval_s
         self.output_topic = JOBS_COMPLETED.full_name(topic_prefix)
+        # None: this process is the only replica (and so the leader).
+        self.leader = leader
         self.clock = clock or (lambda: datetime.now(UTC))
-        self.monotonic = monotonic
         self.closers = list(closers)
-        # Serialises checks of handle() and tick(): both may find the same job due.
-        self._lock = asyncio.Lock()
-        # What this process built last per job, ahead of what Postgres shows until the
-        # runner has written it (so tick and handle do not build the same report twice).
-        self._built: dict[str, tuple[str, int]] = {}
-        # job -> (counts signature, when it was first seen): stall detection for tick.
-        self._seen: dict[str, tuple[tuple[int, ...], float]] = {}
+        # Jobs skipped because another builder held their lock: the next tick looks again
+        # (a completed job that heals is no tick candidate, so it would be missed).
+        self._recheck: set[str] = set()
 
     # -- runner entry points ---------------------------------------------------------------
 
     async def handle(self, batch: Sequence[Incoming]) -> StageResult:
-        """Check the jobs of a batch of `themes.extracted` events."""
+        """Check the jobs of a batch of `themes.extracted` events (writes what is due)."""
         job_ids = sorted({e.event.job_id for e in batch if isinstance(e.event, ThemesExtracted)})
-        return await self.check_jobs(job_ids)
+        await self.check_jobs(job_ids)
+        return StageResult()
 
     async def tick(self) -> StageResult:
-        """Re-check sealed jobs without a final report."""
-        return await self.check_jobs(
-            await self.store.candidates(self.settings.tick_jobs), track_stalls=True
-        )
+        """Re-check sealed jobs without a final report; as the leader, produce due events."""
+        again, self._recheck = self._recheck, set()
+        candidates = await self.store.candidates(self.settings.tick_jobs)
+        await self.check_jobs(sorted(set(candidates) | again))
+        metrics.STALLED_JOBS.set(await self.store.stalled_jobs())
+        result = StageResult()
+        leading = self.leader is None or await self.leader.check()
+        metrics.IS_LEADER.set(1 if leading else 0)
+        if leading:
+            result.merge(await self.announce())
+        return result
 
     async def close(self) -> None:
-        """Stop callback delivery, release the LLM and Redis."""
+        """Stop callback delivery, release the leader lock, the LLM and Redis."""
+        if self.leader is not None:
+            await self.leader.close()
+            metrics.IS_LEADER.set(0)
         for closer in self.closers:
             await closer()
 
-    # -- completion --------------------------------------------------------------------------
+    # -- job states --------------------------------------------------------------------------
 
-    async def check_jobs(self, job_ids: Sequence[str], track_stalls: bool = False) -> StageResult:
-        """Build the reports that are due for these jobs."""
-        result = StageResult()
-        if not job_ids:
-            if track_stalls:
-                self._seen.clear()
-            return result
-        async with self._lock:
-            progress = [self._with_memory(p) for p in await self.store.progress(job_ids)]
-            if track_stalls:
-                self._forget_others({p.job_id for p in progress})
-            for p in progress:
-                stalled = self._stalled(p) if track_stalls else False
-                status = core.decide(p, self.settings.ready_threshold, stalled=stalled)
-                if status is None:
-                    continue
-                if stalled:
-                    log.warning(
-                        "job stalled, finalising its report",
-                        extra={"job_id": p.job_id, "done": p.done, "ingested": p.ingested},
-                    )
-                result.merge(await self.build_report(p, status))
-                self._built[p.job_id] = (status, p.done)
-        return result
+    async def check_jobs(self, job_ids: Sequence[str]) -> None:
+        """Move each of these jobs on if its progress says so (see the module docstring)."""
+        threshold, timeout = self.settings.ready_threshold, self.settings.stall_timeout_s
+        for p in await self.store.progress(job_ids):
+            if core.decide(p, threshold, timeout) is not None:
+                await self._advance(p.job_id)
 
-    def _with_memory(self, p: JobProgress) -> JobProgress:
-        built = self._built.get(p.job_id)
-        if built is None:
-            return p
-        status, done = built
-        rank = {"report_ready": 1, "completed": 2}
-        if rank.get(p.report_status or "", 0) > rank[status] or (
-            p.report_status == status and (p.report_done or 0) >= done
-        ):
-            return p
-        return replace(p, report_status=status, report_done=done)
+    async def _advance(self, job_id: str) -> None:
+        """Re-read the job under its lock, decide again and write the outcome."""
+        threshold, timeout = self.settings.ready_threshold, self.settings.stall_timeout_s
+        async with self.store.locked(job_id) as job:
+            if job is None:
+                self._recheck.add(job_id)
+                return
+            p = await job.progress()
+            decision = core.decide(p, threshold, timeout) if p is not None else None
+            if p is None or decision is None:
+                return  # another replica got here first
+            if await self._write(job, p, decision):
+                await self._forget(p)
 
-    def _stalled(self, p: JobProgress) -> bool:
-        signature = (p.ingest_rows, p.ingested, p.done)
-        now = self.monotonic()
-        seen = self._seen.get(p.job_id)
-        if seen is None or seen[0] != signature:
-            self._seen[p.job_id] = (signature, now)
-            return False
-        return p.sealed and now - seen[1] >= self.settings.stall_timeout_s
-
-    def _forget_others(self, keep: set[str]) -> None:
-        for job_id in [j for j in self._seen if j not in keep]:
-            del self._seen[job_id]
-
-    async def build_report(self, p: JobProgress, status: ReportStatus) -> StageResult:
-        """The rows and event of one report build (aggregates, summary, status, callback)."""
+    async def _write(self, job: LockedJob, p: JobProgress, d: Decision) -> bool:
+        """Build the decision's report (if any) and commit it with the transition."""
+        change = core.transition(p, d)
+        if d.report is None:
+            written = await job.commit(change)
+            self._log_transition(p, d, written)
+            return written
         started = time.perf_counter()
-        raw = await self.store.aggregates(p.job_id)
-        aggregates = build_aggregates(raw, {"submitted": p.submitted, "rejected": p.rejected})
+        aggregates = build_aggregates(
+            await job.aggregates(), {"submitted": p.submitted, "rejected": p.rejected}
+        )
         summary = await self._summary(p, aggregates)
-        doc = core.assemble_report(p, status, aggregates, summary)
+        doc = core.assemble_report(p, d.report, aggregates, summary, stall=d.reason)
         doc["analyst"] = current_analyst()  # who wrote it: the bundled fake LLM says so
         now = self.clock()
-        result = StageResult(
-            upserts=[
-                (REPORTS, [core.report_row(p.job_id, status, doc, now)]),
-                (JOB_STATUS, [core.job_status_row(p, status, now)]),
-            ]
-        )
         coverage = float(doc["coverage"]["ratio"])
-        outbox = []
-        for step in core.announced_steps(p, status):
-            if p.callback_url:
-                payload = core.callback_payload(p, step, coverage, self.settings.public_api_url)
-                outbox.append(core.outbox_row(p, step, payload, now))
-            event = JobCompleted(
-                job_id=p.job_id,
-                tenant_id=p.tenant_id,
-                status=step,
-                at=now.isoformat(),
-                coverage=coverage,
+        steps = core.announced_steps(p, d.report)
+        outbox = [
+            core.outbox_row(
+                p, s, core.callback_payload(p, s, coverage, self.settings.public_api_url), now
             )
-            result.events.append(Outgoing.event(self.output_topic, p.job_id, event))
-        if outbox:
-            result.upserts.append((OUTBOX_NEW, outbox))
-        if self.forget_status is not None:
-            forget = self.forget_status
-            result.cleanup.append(lambda _conn: forget(p.tenant_id, p.job_id))
-        seconds = time.perf_counter() - started
+            for s in steps
+            if p.callback_url
+        ]
+        written = await job.commit(
+            change,
+            report=core.report_row(p.job_id, d.report, doc, now),
+            outbox=outbox,
+            events=[core.job_event_row(p, s, coverage, now) for s in steps],
+        )
+        self._log_transition(p, d, written)
+        if written:
+            self._log_build(p, d.report, coverage, summary, time.perf_counter() - started)
+        return written
+
+    def _log_transition(self, p: JobProgress, d: Decision, written: bool) -> None:
+        metrics.TRANSITIONS.labels(d.status, "applied" if written else "refused").inc()
+        extra = {"job_id": p.job_id, "from": p.job_status, "to": d.status}
+        if not written:
+            # An operator cancelled it, a replay started, or another writer moved it on.
+            log.info("job status changed meanwhile, transition dropped", extra=extra)
+        elif d.status == core.STALLED:
+            log.warning("job stalled", extra=extra | {"reason": d.reason, "done": p.done})
+        elif p.job_status == core.STALLED:
+            log.info("job stall cleared", extra=extra | {"done": p.done})
+
+    def _log_build(
+        self,
+        p: JobProgress,
+        status: ReportStatus,
+        coverage: float,
+        summary: Summary,
+        seconds: float,
+    ) -> None:
         metrics.observe_build(status, summary.source, seconds)
         log.info(
             "report built",
@@ -381,7 +218,16 @@ class ReportHandler:
                 "seconds": round(seconds, 3),
             },
         )
-        return result
+
+    async def _forget(self, p: JobProgress) -> None:
+        """Drop the API's cached status document of the job (best effort)."""
+        if self.forget_status is None:
+            return
+        try:
+            await self.forget_status(p.tenant_id, p.job_id)
+        except RedisError as exc:
+            # The cached document expires within a second or two anyway.
+            log.warning("status cache not cleared", extra={"job_id": p.job_id, "error": str(exc)})
 
     async def _summary(self, p: JobProgress, aggregates: dict[str, Any]) -> Summary:
         if not aggregates["overview"]["insights"]:
@@ -407,19 +253,31 @@ class ReportHandler:
             source="llm",
         )
 
+    # -- leader work: events ----------------------------------------------------
+
+    async def announce(self) -> StageResult:
+        """The job events not produced yet (claimed for this replica), and their marking
+        as produced once the broker has them."""
+        claimed = await self.store.claim_events(EVENTS_PER_TICK, self.settings.event_claim_s)
+        if not claimed:
+            return StageResult()
+        return StageResult(
+            events=[Outgoing(self.output_topic, job.encode(), value) for _, job, value in claimed],
+            cleanup=[self.store.events_produced([eid for eid, _, _ in claimed])],
+        )
+
 
 async def build(
     settings: CommonSettings,
     pool: ConnectionPool,
     *,
     llm: CompletesLLM | None = None,
-    store: ReportStore | None = None,
     report: ReportSettings | None = None,
     callbacks: CallbackSender | None = None,
-    leader: Leader | None = None,
+    callback_leader: Leader | None = None,
 ) -> ReportHandler:
     """Wire the report handler from settings and start callback delivery; tests may pass
-    fakes for every port."""
+    the LLM, the sender and the callback leader."""
     report = report or ReportSettings()
     callback_settings = CallbackSettings()
     signing = SigningSettings().key
@@ -432,20 +290,24 @@ async def build(
         real = build_llm(LLMSettings(), redis)
         closers.insert(0, real.aclose)
         llm = real
+    prefix = settings.kafka.topic_prefix
+    url = settings.db.libpq_url()
     deliverer = CallbackDeliverer(
         callbacks or CallbackSender(callback_settings),
         PgOutbox(pool),
         signing.get_secret_value().encode() if signing is not None else None,
         callback_settings,
-        leader=leader or AdvisoryLockLeader(settings.db.libpq_url()),
+        leader=callback_leader
+        or AdvisoryLeader(url, key=f"{prefix}report:callbacks", role="callback deliveries"),
     )
     closers.insert(0, deliverer.close)
     deliverer.start()
     return ReportHandler(
-        store or PgReportStore(pool),
+        PgReportStore(pool, lock_prefix=f"{prefix}report:"),
         llm,
         report,
-        settings.kafka.topic_prefix,
+        prefix,
+        leader=AdvisoryLeader(url, key=f"{prefix}report:leader", role="report events"),
         closers=closers,
         forget_status=lambda tenant, job: redis.delete(status_cache_key(tenant, job)),
     )

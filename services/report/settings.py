@@ -1,4 +1,4 @@
-"""Settings of the report service (thresholds, tick, stall timeout, public API URL).
+"""Settings of the report service (thresholds, tick, stall timeout, claims, public API URL).
 
 Callback knobs live in `services.report.callbacks.CallbackSettings`; shared infrastructure
 settings come from `shared.settings.CommonSettings`.
@@ -21,12 +21,15 @@ class ReportSettings(BaseSettings):
         default=0.9, gt=0, le=1, validation_alias="VOC_REPORT_READY_THRESHOLD"
     )
     tick_interval_s: float = Field(default=1.0, gt=0, validation_alias="VOC_REPORT_TICK_S")
-    # A sealed job whose counts do not move for this long is finalised with the coverage it
-    # has (reviews lost beyond the dead-letter table must not keep it open forever); a later
-    # arrival rebuilds the final report.
+    # A sealed, unfinished job none of whose reviews finished for this long is `stalled`
+    # (a visible state with its reason, a metric and an alert; never `completed`), with a
+    # partial report if it has none; the stall clears when a review finishes again.
     stall_timeout_s: float = Field(
         default=900.0, gt=0, validation_alias="VOC_REPORT_STALL_TIMEOUT_S"
     )
+    # How long the leader's claim on the job events it produces stands: past it (the
+    # leader died before marking them produced) the next leader produces them again.
+    event_claim_s: float = Field(default=60.0, gt=0, validation_alias="VOC_REPORT_EVENT_CLAIM_S")
     tick_jobs: int = Field(default=200, ge=1, validation_alias="VOC_REPORT_TICK_JOBS")
     max_records: int = Field(default=500, ge=1, validation_alias="VOC_REPORT_MAX_RECORDS")
     # Where report links in callbacks point: the API as the outside world reaches it.

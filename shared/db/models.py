@@ -17,6 +17,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Identity,
     Index,
     Integer,
     LargeBinary,
@@ -57,7 +58,11 @@ class ApiKey(Base):
 
 
 class Job(Base):
-    """An analysis job: its settings, its lifecycle status and the API's submitted count."""
+    """An analysis job: its settings, its lifecycle status and the API's submitted count.
+
+    `stalled_since` and `stall_reason` are set while the report stage sees the job stalled
+    (status `stalled`: no review finished for the stall timeout), and cleared with it.
+    """
 
     __tablename__ = "jobs"
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -72,6 +77,8 @@ class Job(Base):
     sealed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
+    stalled_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    stall_reason: Mapped[str | None] = mapped_column(Text)
     __table_args__ = (Index("ix_jobs_tenant_created", "tenant_id", "created_at"),)
 
 
@@ -132,13 +139,19 @@ class JobModel(Base):
 
 
 class LearnPending(Base):
-    """A batch of reviews held back by `learn` until its job's model exists."""
+    """A batch of reviews held back by `learn` until its job's model exists.
+
+    `claimed_until`: a learn leader took the batch to release it and deletes it once its
+    event is produced; until then no other replica releases it (a dead leader's claim
+    expires, and the batch is released again).
+    """
 
     __tablename__ = "learn_pending"
     job_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     batch_key: Mapped[str] = mapped_column(Text, primary_key=True)
     reviews: Mapped[list[Any]] = mapped_column(JSONB, nullable=False)
     created_at: Mapped[datetime] = _now()
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Translation(Base):
@@ -252,12 +265,14 @@ class ThemeMember(Base):
 
 
 class ReviewThemed(Base):
-    """That a review's insights (possibly none) went through theme assignment."""
+    """That a review's insights (possibly none) went through theme assignment, and when
+    first (a replay keeps `created_at`): the report stage's measure of a job's progress."""
 
     __tablename__ = "review_themed"
     review_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     job_id: Mapped[str] = mapped_column(String(36), nullable=False)
-    __table_args__ = (Index("ix_review_themed_job", "job_id"),)
+    created_at: Mapped[datetime] = _now()
+    __table_args__ = (Index("ix_review_themed_job", "job_id", "created_at"),)
 
 
 class Report(Base):
@@ -305,6 +320,24 @@ class CallbackSecret(Base):
     created_at: Mapped[datetime] = _now()
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     __table_args__ = (Index("ix_callback_secrets_tenant_created", "tenant_id", "created_at"),)
+
+
+class JobEvent(Base):
+    """A `jobs.completed` event, written with the status transition it announces and
+    produced from here (once per id `job_id:status`) by the report stage's leader."""
+
+    __tablename__ = "job_events"
+    seq: Mapped[int] = mapped_column(BigInteger, Identity(always=True), nullable=False)
+    id: Mapped[str] = mapped_column(Text, primary_key=True)  # job_id:status
+    job_id: Mapped[str] = mapped_column(String(36), nullable=False)
+    value: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)  # the record value
+    created_at: Mapped[datetime] = _now()
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    produced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    __table_args__ = (
+        Index("ix_job_events_unproduced", "seq", postgresql_where="produced_at IS NULL"),
+        Index("ix_job_events_job", "job_id"),
+    )
 
 
 class CallbackOutbox(Base):

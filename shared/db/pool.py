@@ -1,7 +1,9 @@
 """A tiny fixed-size pool of async psycopg connections for stage services.
 
 Stages process a few batches concurrently and each batch writes in its own transaction,
-so a handful of connections suffices; a broken connection is replaced on release.
+so a handful of connections suffices; a broken connection is replaced on release. A
+borrower that leaves a transaction open gets it rolled back on release, which is what
+makes `fetch` (one read, its snapshot ended with the borrow) a one-liner for the stores.
 """
 
 from __future__ import annotations
@@ -9,9 +11,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from typing import Any
+from typing import Any, overload
 
 import psycopg
+from psycopg.abc import Params, QueryNoTemplate
+from psycopg.rows import AsyncRowFactory, Row
 
 
 class ConnectionPool:
@@ -53,6 +57,40 @@ class ConnectionPool:
                 # or lock outlives the borrow.
                 await conn.rollback()
             self._free.put_nowait(conn)
+
+    @overload
+    async def fetch(
+        self, query: QueryNoTemplate, params: Params | None = None
+    ) -> list[tuple[Any, ...]]: ...
+
+    @overload
+    async def fetch(
+        self,
+        query: QueryNoTemplate,
+        params: Params | None = None,
+        *,
+        row_factory: AsyncRowFactory[Row],
+    ) -> list[Row]: ...
+
+    async def fetch(
+        self,
+        query: QueryNoTemplate,
+        params: Params | None = None,
+        *,
+        row_factory: AsyncRowFactory[Any] | None = None,
+    ) -> list[Any]:
+        """Every row of one read (tuples, or what `row_factory` makes of them).
+
+        The read's transaction ends with the borrow (rolled back on release), so no
+        snapshot outlives it.
+        """
+        async with self.connection() as conn:
+            if row_factory is None:
+                cur = await conn.execute(query, params)
+                return await cur.fetchall()
+            async with conn.cursor(row_factory=row_factory) as rcur:
+                await rcur.execute(query, params)
+                return await rcur.fetchall()
 
     async def _recycle(self, conn: psycopg.AsyncConnection[Any]) -> None:
         try:

@@ -1,28 +1,27 @@
 """The report stage's SQL and rows against the real Postgres (no Kafka, fake LLM port).
 
-A random job's stage rows are written directly, then `ReportHandler.check_jobs` decides,
-aggregates and returns the rows the runner would upsert; they are upserted here the way
-the runner does, so the job status, report and outbox rows are checked as stored.
+A random job's stage rows are written directly (`report_kit.seed_job`), then
+`ReportHandler.check_jobs` decides, aggregates and writes the job's transition with its
+report, callback outbox rows and `job_events` rows, which are checked as stored.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
-import psycopg
 import pytest
 from pydantic import BaseModel
+from report_kit import execute, seed_job, theme_rest
+from stage_kit import service_stopped
 
-from services.report.service import PgReportStore, ReportHandler
+from services.report.service import ReportHandler
 from services.report.settings import ReportSettings
+from services.report.store import PgReportStore
 from shared.db.pool import ConnectionPool
-from shared.db.upsert import upsert
 from shared.llm.errors import LLMMalformedOutput
 from shared.llm.prompts import PromptTemplate
 from shared.settings import DatabaseSettings
-from shared.stage import StageResult
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -67,12 +66,8 @@ class FakeLLM:
 @pytest.fixture(scope="module")
 def no_report_service(stack: Any) -> Iterator[None]:
     """Stop the stack's report service meanwhile: its tick would build these jobs too."""
-    running = stack.service_pid("report") is not None
-    if running:
-        stack.stop_service("report")
-    yield
-    if running:
-        stack.start_service("report")
+    with service_stopped(stack, "report"):
+        yield
 
 
 @pytest.fixture
@@ -83,136 +78,17 @@ async def pool(no_report_service: None) -> AsyncIterator[ConnectionPool]:
     await p.close()
 
 
-async def _exec(pool: ConnectionPool, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
-    async with pool.connection() as conn:
-        cur = await conn.execute(sql, params)
-        rows = await cur.fetchall() if cur.description else []
-        await conn.commit()
-        return rows
+async def _events(pool: ConnectionPool, job: str) -> list[str]:
+    """The ids of the job's `job_events` rows (one per announced step)."""
+    rows = await execute(pool, "SELECT id FROM job_events WHERE job_id = %s ORDER BY seq", (job,))
+    return [r[0] for r in rows]
 
 
-async def _sink(pool: ConnectionPool, result: StageResult) -> None:
-    async with pool.connection() as conn:
-        for spec, rows in result.upserts:
-            if rows:
-                await upsert(conn, spec, rows)
-        await conn.commit()
-
-
-async def _seed_job(
-    pool: ConnectionPool, n: int, themed: int, dead: int, callback: str | None
-) -> str:
-    """A sealed job of n reviews (half English, half German), `themed` of them through."""
-    job = str(uuid.uuid4())
-    tenant = "report-it"
-    await _exec(pool, "INSERT INTO tenants (id) VALUES (%s) ON CONFLICT DO NOTHING", (tenant,))
-    await _exec(
-        pool,
-        "INSERT INTO jobs (id, tenant_id, product, target_language, callback_url, status, "
-        "submitted, sealed_at) VALUES (%s, %s, 'Buds', 'en', %s, 'sealed', %s, now())",
-        (job, tenant, callback, n),
-    )
-    await _exec(
-        pool,
-        "INSERT INTO ingest_chunks (id, job_id, rows, accepted, duplicates, rejected) "
-        "VALUES (%s, %s, %s, %s, 0, 0)",
-        (f"{job}:0", job, n, n),
-    )
-    await _exec(
-        pool,
-        "INSERT INTO job_models (job_id, dimensions, five_w, sample_size, model) VALUES "
-        "(%s, %s, %s, %s, 'fake')",
-        (
-            job,
-            psycopg.types.json.Jsonb(
-                [{"name": "battery", "description": "b"}, {"name": "fit", "description": "f"}]
-            ),
-            psycopg.types.json.Jsonb({"who": ["commuters"]}),
-            n,
-        ),
-    )
-    for i in range(n):
-        rid = str(uuid.uuid4())
-        lang = "en" if i % 2 == 0 else "de"
-        text = f"Review {i}: battery dies fast but they fit well"
-        rating = 1 + i % 5
-        await _exec(
-            pool,
-            "INSERT INTO reviews (id, job_id, origin, text, rating, language, created_at_src) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s)",
-            (rid, job, f"u:0:{i}", text, rating, lang, f"2024-01-{1 + i % 28:02d}T00:00:00"),
-        )
-        await _exec(
-            pool,
-            "INSERT INTO translations (review_id, job_id, source_language, target_language, "
-            "text, translated) VALUES (%s, %s, %s, 'en', %s, %s)",
-            (rid, job, lang, text, lang != "en"),
-        )
-        if i < themed:
-            await _exec(
-                pool,
-                "INSERT INTO review_insights (review_id, job_id, n_insights) VALUES (%s, %s, 2)",
-                (rid, job),
-            )
-            for k, (dim, sent, score, quote) in enumerate(
-                [
-                    ("battery", "negative", -0.8, "battery dies fast"),
-                    ("fit", "positive", 0.7, "they fit well"),
-                ]
-            ):
-                iid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{rid}:{k}"))
-                theme = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{job}:{dim}"))
-                start = text.index(quote)
-                await _exec(
-                    pool,
-                    "INSERT INTO insights (id, job_id, review_id, dimension, aspect, sentiment, "
-                    "score, quote, quote_start, quote_end, five_w) VALUES "
-                    "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    (
-                        iid,
-                        job,
-                        rid,
-                        dim,
-                        dim + " aspect",
-                        sent,
-                        score,
-                        quote,
-                        start,
-                        start + len(quote),
-                        psycopg.types.json.Jsonb({"who": "runner"}),
-                    ),
-                )
-                await _exec(
-                    pool,
-                    "INSERT INTO themes (id, job_id, dimension, key, name, description) VALUES "
-                    "(%s, %s, %s, %s, %s, 'd') ON CONFLICT DO NOTHING",
-                    (theme, job, dim, dim, f"{dim} theme"),
-                )
-                await _exec(
-                    pool,
-                    "INSERT INTO theme_members (insight_id, theme_id, job_id, review_id) "
-                    "VALUES (%s, %s, %s, %s)",
-                    (iid, theme, job, rid),
-                )
-            await _exec(
-                pool, "INSERT INTO review_themed (review_id, job_id) VALUES (%s, %s)", (rid, job)
-            )
-        elif i < themed + dead:
-            await _exec(
-                pool,
-                "INSERT INTO dead_letters (id, stage, job_id, review_id, topic, partition, "
-                "\"offset\", error_type, error) VALUES (%s, 'insight', %s, %s, 't', 0, 0, "
-                "'LLMMalformedOutput', 'junk')",
-                (f"insight:{rid}", job, rid),
-            )
-    return job
-
-
-def _handler(pool: ConnectionPool, llm: FakeLLM) -> ReportHandler:
+def _handler(pool: ConnectionPool, llm: FakeLLM, stall_timeout_s: float = 900.0) -> ReportHandler:
     return ReportHandler(
         PgReportStore(pool),
         llm,
-        ReportSettings(public_api_url="http://api.example"),
+        ReportSettings(public_api_url="http://api.example", stall_timeout_s=stall_timeout_s),
         "voc.",
     )
 
@@ -220,55 +96,57 @@ def _handler(pool: ConnectionPool, llm: FakeLLM) -> ReportHandler:
 async def test_report_ready_then_completed_with_status_report_and_outbox(
     pool: ConnectionPool,
 ) -> None:
-    job = await _seed_job(pool, n=20, themed=18, dead=0, callback="https://hooks.example.com/h")
+    job = await seed_job(pool, n=20, themed=18, dead=0, callback="https://hooks.example.com/h")
     llm = FakeLLM()
     handler = _handler(pool, llm)
 
-    result = await handler.check_jobs([job])
-    assert len(result.events) == 1
-    await _sink(pool, result)
-    status, report_status, coverage = (
-        await _exec(
+    await handler.check_jobs([job])
+    assert await _events(pool, job) == [f"{job}:report_ready"]
+    status, report_status, coverage, doc = (
+        await execute(
             pool,
-            "SELECT j.status, r.status, r.coverage FROM jobs j JOIN reports r ON r.job_id = j.id "
-            "WHERE j.id = %s",
+            "SELECT j.status, r.status, r.coverage, r.data FROM jobs j "
+            "JOIN reports r ON r.job_id = j.id WHERE j.id = %s",
             (job,),
         )
     )[0]
     assert (status, report_status, coverage) == ("report_ready", "report_ready", 0.9)
+    assert doc["partial"] is True and doc["notice"].startswith("Partial report: 18 of 20")
     # Same counts again: nothing to do (no second build, no second event).
-    assert not (await _handler(pool, llm).check_jobs([job])).events
+    await _handler(pool, llm).check_jobs([job])
+    assert len(llm.calls) == 1 and len(await _events(pool, job)) == 1
 
     # The last two reviews: one dead-lettered, one still missing -> not complete yet.
-    rows = await _exec(
+    rows = await execute(
         pool,
         "SELECT r.id FROM reviews r WHERE r.job_id = %s AND NOT EXISTS "
         "(SELECT 1 FROM review_themed t WHERE t.review_id = r.id) ORDER BY r.id",
         (job,),
     )
-    await _exec(
+    await execute(
         pool,
         'INSERT INTO dead_letters (id, stage, job_id, review_id, topic, partition, "offset", '
         "error_type, error) VALUES (%s, 'translate', %s, %s, 't', 0, 0, 'X', 'x')",
         (f"translate:{rows[0][0]}", job, rows[0][0]),
     )
-    assert not (await handler.check_jobs([job])).events
-    await _exec(
+    await handler.check_jobs([job])
+    assert len(await _events(pool, job)) == 1
+    await execute(
         pool,
         'INSERT INTO dead_letters (id, stage, job_id, review_id, topic, partition, "offset", '
         "error_type, error) VALUES (%s, 'insight', %s, %s, 't', 0, 0, 'X', 'x')",
         (f"insight:{rows[1][0]}", job, rows[1][0]),
     )
-    final = await handler.check_jobs([job])
-    assert len(final.events) == 1
-    await _sink(pool, final)
-    ((status, doc),) = await _exec(
+    await handler.check_jobs([job])
+    assert await _events(pool, job) == [f"{job}:report_ready", f"{job}:completed"]
+    ((status, doc),) = await execute(
         pool,
         "SELECT j.status, r.data FROM jobs j JOIN reports r ON r.job_id = j.id WHERE j.id = %s",
         (job,),
     )
     assert status == "completed"
     assert doc["status"] == "completed" and doc["final"] is True
+    assert doc["partial"] is False and doc["notice"] is None
     assert doc["coverage"] == {
         "ratio": 0.9,
         "ingested": 20,
@@ -288,7 +166,7 @@ async def test_report_ready_then_completed_with_status_report_and_outbox(
     assert doc["five_w"]["who"]["observed"][0] == {"value": "runner", "count": 36, "share": 1.0}
     assert sum(r["reviews"] for r in doc["rating_vs_sentiment"]) == 20
     assert {x["language"]: x["reviews"] for x in doc["languages"]} == {"en": 10, "de": 10}
-    outbox = await _exec(
+    outbox = await execute(
         pool,
         "SELECT id, payload, attempts FROM callback_outbox WHERE job_id = %s ORDER BY id",
         (job,),
@@ -296,27 +174,70 @@ async def test_report_ready_then_completed_with_status_report_and_outbox(
     assert [r[0] for r in outbox] == [f"{job}:completed", f"{job}:report_ready"]
     assert outbox[0][1]["report_url"] == f"http://api.example/v1/jobs/{job}/report"
     # A replay (a fresh process) rebuilds nothing; the report stays as it is.
-    assert not (await _handler(pool, llm).check_jobs([job])).events
+    calls = len(llm.calls)
+    await _handler(pool, llm).check_jobs([job])
+    assert len(llm.calls) == calls and len(await _events(pool, job)) == 2
 
 
 async def test_llm_failure_still_ships_a_report(pool: ConnectionPool) -> None:
-    job = await _seed_job(pool, n=6, themed=6, dead=0, callback=None)
+    job = await seed_job(pool, n=6, themed=6, dead=0, callback=None)
     handler = _handler(pool, FakeLLM(fail=True))
-    result = await handler.check_jobs([job])
-    await _sink(pool, result)
-    ((doc,),) = await _exec(pool, "SELECT data FROM reports WHERE job_id = %s", (job,))
+    await handler.check_jobs([job])
+    ((doc,),) = await execute(pool, "SELECT data FROM reports WHERE job_id = %s", (job,))
     assert doc["status"] == "completed"
     assert doc["summary_source"] == "fallback"
     assert "LLMMalformedOutput" in doc["notes"][0]
     assert doc["recommended_actions"]
-    assert not await _exec(pool, "SELECT 1 FROM callback_outbox WHERE job_id = %s", (job,))
+    assert not await execute(pool, "SELECT 1 FROM callback_outbox WHERE job_id = %s", (job,))
 
 
 async def test_unsealed_job_waits_and_tick_candidates_include_sealed(pool: ConnectionPool) -> None:
-    job = await _seed_job(pool, n=4, themed=4, dead=0, callback=None)
-    await _exec(pool, "UPDATE jobs SET sealed_at = NULL WHERE id = %s", (job,))
+    job = await seed_job(pool, n=4, themed=4, dead=0, callback=None)
+    await execute(pool, "UPDATE jobs SET sealed_at = NULL WHERE id = %s", (job,))
     handler = _handler(pool, FakeLLM())
-    assert not (await handler.check_jobs([job])).events
+    await handler.check_jobs([job])
+    assert not await _events(pool, job)
     assert job not in await PgReportStore(pool).candidates(10_000)
-    await _exec(pool, "UPDATE jobs SET sealed_at = now() WHERE id = %s", (job,))
+    await execute(pool, "UPDATE jobs SET sealed_at = now() WHERE id = %s", (job,))
     assert job in await PgReportStore(pool).candidates(10_000)
+
+
+async def test_a_stalled_job_gets_a_partial_report_and_clears_when_reviews_finish(
+    pool: ConnectionPool,
+) -> None:
+    job = await seed_job(pool, n=10, themed=3, dead=0, callback="https://hooks.example.com/h")
+    handler = _handler(pool, FakeLLM(), stall_timeout_s=0.5)
+    await execute(
+        pool, "UPDATE jobs SET sealed_at = now() - interval '1 minute' WHERE id = %s", (job,)
+    )
+    await execute(
+        pool,
+        "UPDATE review_themed SET created_at = now() - interval '1 minute' WHERE job_id = %s",
+        (job,),
+    )
+    await handler.check_jobs([job])
+    ((status, since, reason, report_status, doc),) = await execute(
+        pool,
+        "SELECT j.status, j.stalled_since, j.stall_reason, r.status, r.data FROM jobs j "
+        "JOIN reports r ON r.job_id = j.id WHERE j.id = %s",
+        (job,),
+    )
+    assert (status, report_status) == ("stalled", "partial")
+    assert since is not None and "7 of 10 reviews are still in progress" in reason
+    assert doc["partial"] is True and "The job stalled" in doc["notice"]
+    # A stall announces nothing (no jobs.completed event, no callback).
+    assert not await _events(pool, job)
+    assert not await execute(pool, "SELECT 1 FROM callback_outbox WHERE job_id = %s", (job,))
+    await handler.check_jobs([job])  # still stalled: nothing more
+    assert (await execute(pool, "SELECT status FROM jobs WHERE id = %s", (job,)))[0][0] == "stalled"
+
+    await theme_rest(pool, job)
+    await handler.check_jobs([job])
+    ((status, since, reason, report_status),) = await execute(
+        pool,
+        "SELECT j.status, j.stalled_since, j.stall_reason, r.status FROM jobs j "
+        "JOIN reports r ON r.job_id = j.id WHERE j.id = %s",
+        (job,),
+    )
+    assert (status, since, reason, report_status) == ("completed", None, None, "completed")
+    assert await _events(pool, job) == [f"{job}:report_ready", f"{job}:completed"]

@@ -368,7 +368,7 @@ async def test_only_the_leader_delivers_and_close_stops_the_loop() -> None:
     class Follower:
         closed = False
 
-        async def is_leader(self) -> bool:
+        async def check(self) -> bool:
             return False
 
         async def close(self) -> None:

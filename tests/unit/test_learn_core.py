@@ -18,6 +18,8 @@ from services.learn.core import (
     learned_event,
     model_row,
     pending_row,
+    plan_tick,
+    share_budget,
     split_held,
 )
 from shared.events import Review
@@ -29,6 +31,7 @@ POLICY = LearnPolicy(sample_size=200, timeout_s=10.0)
 def _job(**kw: object) -> PendingJob:
     base: dict[str, object] = {
         "job_id": "job-1",
+        "tenant_id": "tenant-a",
         "product": "Headphones",
         "target_language": "en",
         "pending_batches": 1,
@@ -165,3 +168,43 @@ def test_model_row_drops_nul_characters_jsonb_would_refuse() -> None:
     row = model_row("job-1", out, 5, "m")
     assert row["dimensions"][0] == {"name": "D0", "description": "x", "keywords": ["k"]}
     assert row["five_w"]["who"] == ["ab"]
+
+
+@pytest.mark.parametrize(
+    ("wants", "budget", "shares"),
+    [
+        ([300, 1], 50, [49, 1]),
+        ([1, 300], 50, [1, 49]),
+        ([10, 10, 10], 9, [3, 3, 3]),
+        ([10, 10, 10], 10, [4, 3, 3]),
+        ([2, 100, 100], 50, [2, 24, 24]),
+        ([5, 5], 100, [5, 5]),
+        ([0, 7], 5, [0, 5]),
+        ([3, 3, 3, 3], 2, [1, 1, 0, 0]),
+        ([], 10, []),
+    ],
+)
+def test_share_budget_is_max_min_fair(wants: list[int], budget: int, shares: list[int]) -> None:
+    assert share_budget(wants, budget) == shares
+    assert sum(shares) == min(budget, sum(wants))
+
+
+def test_plan_tick_shares_releases_and_caps_learning_at_the_free_slots() -> None:
+    jobs = [
+        _job(job_id="a1", has_model=True, pending_batches=300),
+        _job(job_id="b1", tenant_id="tenant-b", has_model=True, pending_batches=1),
+        _job(job_id="a2", sealed=True),
+        _job(job_id="b2", tenant_id="tenant-b", sealed=True),
+        _job(job_id="a3", sealed=True),
+        _job(job_id="a4"),  # waits: small, unsealed, young
+    ]
+    plan = plan_tick(jobs, POLICY, release_budget=50, learn_slots=2)
+    assert [(j.job_id, n) for j, n in plan.releases] == [("a1", 49), ("b1", 1)]
+    assert [j.job_id for j in plan.learn] == ["a2", "b2"]
+
+
+def test_plan_tick_passes_over_jobs_being_learned_or_backing_off() -> None:
+    jobs = [_job(job_id=f"j{i}", sealed=True) for i in range(4)]
+    plan = plan_tick(jobs, POLICY, release_budget=10, learn_slots=2, skip={"j0", "j2"})
+    assert [j.job_id for j in plan.learn] == ["j1", "j3"]
+    assert not plan_tick(jobs, POLICY, release_budget=10, learn_slots=0).learn

@@ -6,6 +6,8 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from services.report import core
 from services.report.aggregates import (
     RawAggregates,
@@ -47,6 +49,10 @@ def _progress(**kw: Any) -> JobProgress:
 # -- decide -----------------------------------------------------------------------------------
 
 
+READY = core.Decision("report_ready", "report_ready")
+DONE = core.Decision("completed", "completed")
+
+
 def test_nothing_before_seal_or_before_ingest_finished() -> None:
     assert core.decide(_progress(sealed=False, themed=100)) is None
     assert core.decide(_progress(ingest_rows=90, ingested=90, themed=90)) is None
@@ -54,39 +60,92 @@ def test_nothing_before_seal_or_before_ingest_finished() -> None:
 
 def test_report_ready_at_ninety_percent_then_completed() -> None:
     assert core.decide(_progress(themed=89)) is None
-    assert core.decide(_progress(themed=90)) == "report_ready"
+    assert core.decide(_progress(themed=90)) == READY
     assert core.decide(_progress(themed=95, report_status="report_ready")) is None
-    assert core.decide(_progress(themed=100, report_status="report_ready")) == "completed"
+    assert core.decide(_progress(themed=100, report_status="report_ready")) == DONE
 
 
 def test_dead_lettered_reviews_count_as_done() -> None:
     p = _progress(themed=93, dead_lettered=7)
     assert p.done == 100
-    assert core.decide(p) == "completed"
+    assert core.decide(p) == DONE
 
 
 def test_never_a_step_back_and_replays_do_nothing() -> None:
     done = _progress(themed=100, report_status="completed", report_done=100)
     assert core.decide(done) is None
     assert core.decide(_progress(themed=95, report_status="completed", report_done=100)) is None
+    # A completed job whose dead letters are being redriven waits for them, never stalls.
+    redriving = _progress(job_status="completed", themed=95, report_status="completed")
+    assert core.decide(replace(redriving, idle_s=10_000.0), stall_timeout_s=900) is None
 
 
-def test_stalled_job_is_finalised_and_heals_later() -> None:
-    p = _progress(themed=50)
-    assert core.decide(p) is None
-    assert core.decide(p, stalled=True) == "completed"
-    healed = _progress(themed=60, report_status="completed", report_done=50)
-    assert core.decide(healed) == "completed"
+def test_a_stalled_job_is_stalled_not_completed() -> None:
+    p = _progress(themed=50, idle_s=899.0)
+    assert core.decide(p, stall_timeout_s=900) is None
+    stalled = core.decide(replace(p, idle_s=900.0), stall_timeout_s=900)
+    assert stalled is not None
+    assert (stalled.status, stalled.report) == ("stalled", "partial")
+    assert stalled.reason == (
+        "no review finished for 900 s: 50 of 100 reviews are still in progress (in a stage "
+        "or waiting in a retry tier); 50 analysed, 0 dead-lettered"
+    )
+    # Stalled already: nothing more until a review finishes.
+    again = replace(p, idle_s=5000.0, job_status="stalled", report_status="partial", report_done=50)
+    assert core.decide(again, stall_timeout_s=900) is None
+
+
+def test_a_stall_keeps_an_existing_early_report_and_rebuilds_a_stale_partial_one() -> None:
+    ready = _progress(themed=92, report_status="report_ready", report_done=92, idle_s=1000.0)
+    assert core.decide(ready, stall_timeout_s=900) == core.Decision(
+        "stalled", None, core.stall_reason(ready, 900)
+    )
+    stale = _progress(themed=60, report_status="partial", report_done=50, idle_s=1000.0)
+    decided = core.decide(stale, stall_timeout_s=900)
+    assert decided is not None and decided.report == "partial"
+
+
+def test_a_stall_clears_when_reviews_finish_again() -> None:
+    p = _progress(job_status="stalled", themed=60, report_status="partial", idle_s=2.0)
+    assert core.decide(p, stall_timeout_s=900) == core.Decision("sealed")
+    ready = replace(p, themed=95, report_status="report_ready")
+    assert core.decide(ready, stall_timeout_s=900) == core.Decision("report_ready")
+    # Finishing past the threshold out of a stall builds the early report on the way.
+    assert core.decide(replace(p, themed=95), stall_timeout_s=900) == READY
+    assert core.decide(replace(p, themed=100), stall_timeout_s=900) == DONE
+
+
+def test_an_unfinished_ingest_stalls_with_its_own_reason() -> None:
+    p = _progress(submitted=100, ingest_rows=80, ingested=80, themed=80, idle_s=1000.0)
+    decided = core.decide(p, stall_timeout_s=900)
+    assert decided is not None and decided.status == "stalled"
+    assert decided.reason is not None and decided.reason.startswith(
+        "ingest has seen 80 of 100 submitted rows"
+    )
+
+
+def test_transitions_allow_only_their_predecessors() -> None:
+    p = _progress(themed=100, last_progress_at=datetime(2024, 1, 1, tzinfo=UTC))
+    done = core.transition(p, DONE)
+    assert done.allowed_from == {"sealed", "stalled", "report_ready", "completed", "replayed"}
+    assert done.stalled_since is None and done.stall_reason is None
+    stall = core.transition(p, core.Decision("stalled", None, "why"))
+    assert stall.allowed_from == {"sealed", "report_ready"}
+    assert (stall.stalled_since, stall.stall_reason) == (p.last_progress_at, "why")
+    for status in core.STATUS_FROM.values():
+        assert not status & {"cancelled", "failed", "reprocessing", "created", "receiving"}
+    assert "completed" not in core.STATUS_FROM["report_ready"]
 
 
 def test_empty_sealed_job_completes() -> None:
     p = _progress(submitted=0, ingest_rows=0, ingested=0)
     assert p.ratio == 1.0
-    assert core.decide(p) == "completed"
+    assert core.decide(p) == DONE
 
 
 def test_inactive_jobs_are_left_alone() -> None:
     assert core.decide(_progress(job_status="cancelled", themed=100)) is None
+    assert core.decide(_progress(job_status="cancelled", idle_s=10_000.0)) is None
 
 
 # -- sections ---------------------------------------------------------------------------------
@@ -459,14 +518,15 @@ def test_rows_for_upsert() -> None:
     }
     row = core.outbox_row(p, "completed", payload, now)
     assert row["id"] == "j1:completed" and row["attempts"] == 0 and row["delivered_at"] is None
-    job = core.job_status_row(p, "completed", now)
-    assert job == {
-        "id": "j1",
+    event = core.job_event_row(p, "completed", 1.0, now)
+    assert event["id"] == "j1:completed" and event["job_id"] == "j1"
+    assert orjson.loads(event["value"]) == {
+        "v": 1,
+        "job_id": "j1",
         "tenant_id": "t1",
-        "product": "Buds",
-        "target_language": "en",
         "status": "completed",
-        "updated_at": now,
+        "at": "2024-01-01T00:00:00+00:00",
+        "coverage": 1.0,
     }
 
 
@@ -478,6 +538,25 @@ def test_both_lifecycle_steps_are_announced_once() -> None:
     assert core.announced_steps(_progress(themed=90), "report_ready") == ["report_ready"]
     ready = _progress(themed=100, report_status="report_ready")
     assert core.announced_steps(ready, "completed") == ["completed"]
+    partial = _progress(themed=100, report_status="partial")
+    assert core.announced_steps(partial, "completed") == ["report_ready", "completed"]
+    assert core.announced_steps(_progress(themed=10), "partial") == []
+    rebuilt = _progress(themed=100, report_status="completed")
+    assert core.announced_steps(rebuilt, "completed") == []
+
+
+def test_reports_before_completion_say_they_are_partial() -> None:
+    aggregates = build_aggregates(_raw(), {"submitted": 4, "rejected": 0})
+    summary = core.fallback_summary("Buds", aggregates, "x")
+    p = _progress(submitted=4, ingest_rows=4, ingested=4, themed=1)
+    doc = core.assemble_report(p, "partial", aggregates, summary, stall="nothing moved")
+    assert doc["partial"] is True and doc["final"] is False
+    assert doc["notice"].startswith("Partial report: 1 of 4 reviews are finished (25%)")
+    assert "The job stalled: nothing moved." in doc["notice"]
+    ready = core.assemble_report(replace(p, themed=4), "report_ready", aggregates, summary)
+    assert ready["partial"] is True and "still in progress" in ready["notice"]
+    final = core.assemble_report(replace(p, themed=4), "completed", aggregates, summary)
+    assert final["partial"] is False and final["notice"] is None
 
 
 def test_redriven_reviews_that_now_have_themes_rebuild_the_final_report() -> None:
@@ -485,14 +564,16 @@ def test_redriven_reviews_that_now_have_themes_rebuild_the_final_report() -> Non
     p = _progress(
         themed=100, dead_lettered=0, report_status="completed", report_done=100, report_themed=95
     )
-    assert core.decide(p) == "completed"
+    assert core.decide(p) == DONE
     assert core.decide(replace(p, report_themed=100)) is None
 
 
 def test_a_replayed_job_waits_while_reprocessing_then_rebuilds_once() -> None:
     p = _progress(themed=100, report_status="completed", report_done=100, report_themed=100)
     assert core.decide(replace(p, job_status="reprocessing")) is None
-    assert core.decide(replace(p, job_status="replayed")) == "completed"
+    assert core.decide(replace(p, job_status="replayed")) == DONE
+    # A replay still going through is not stalled by the report stage: voc replay waits.
+    assert core.decide(replace(p, job_status="replayed", themed=50, idle_s=10_000.0)) is None
 
 
 def test_actions_follow_impact_and_skip_remarks_no_dimension_fits() -> None:

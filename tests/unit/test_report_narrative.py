@@ -36,7 +36,7 @@ def _progress() -> JobProgress:
 
 def _aggregates() -> dict[str, Any]:
     return {
-        "overview": {"reviews": 2, "insights": 2, "themes": 1, "coverage": 1.0},
+        "overview": {"reviews": 2, "themed": 2, "insights": 2, "themes": 1, "coverage": 1.0},
         "sentiment_by_dimension": [],
         "top_themes": [{"name": "Battery life", "dimension": "battery"}],
         "pain_points": [
