@@ -50,10 +50,11 @@ class Commit:
 
 @dataclass
 class FakeConsumer:
-    """A consumer group member over `log` (partition -> record values), see the module."""
+    """A consumer group member over `log` (partition -> record values, or (value,
+    headers) pairs), see the module docstring."""
 
     topic: str
-    log: dict[int, list[bytes]]
+    log: dict[int, list[Any]]
     assigned: set[int] = field(default_factory=set)
     committed: dict[TopicPartition, int] = field(default_factory=dict)
     commits: list[Commit] = field(default_factory=list)
@@ -153,28 +154,34 @@ class FakeConsumer:
         for tp, state in sorted(self._states.items()):
             if state.paused or budget <= 0:
                 continue
-            values = self.log.get(tp.partition, [])[state.position : state.position + budget]
-            if not values:
+            entries = self.log.get(tp.partition, [])[state.position : state.position + budget]
+            if not entries:
                 continue
             out[tp] = [
-                ConsumerRecord(
-                    topic=tp.topic,
-                    partition=tp.partition,
-                    offset=state.position + i,
-                    timestamp=0,
-                    timestamp_type=0,
-                    key=f"k{tp.partition}".encode(),
-                    value=v,
-                    checksum=None,
-                    serialized_key_size=2,
-                    serialized_value_size=len(v),
-                    headers=[],
-                )
-                for i, v in enumerate(values)
+                _record(tp, state.position + i, *(e if isinstance(e, tuple) else (e, [])))
+                for i, e in enumerate(entries)
             ]
-            state.position += len(values)
-            budget -= len(values)
+            state.position += len(entries)
+            budget -= len(entries)
         return out
+
+
+def _record(
+    tp: TopicPartition, offset: int, value: bytes, headers: list[tuple[str, bytes]]
+) -> ConsumerRecord[bytes, bytes]:
+    return ConsumerRecord(
+        topic=tp.topic,
+        partition=tp.partition,
+        offset=offset,
+        timestamp=0,
+        timestamp_type=0,
+        key=f"k{tp.partition}".encode(),
+        value=value,
+        checksum=None,
+        serialized_key_size=2,
+        serialized_value_size=len(value),
+        headers=headers,
+    )
 
 
 class FakeProducer:

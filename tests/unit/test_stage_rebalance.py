@@ -9,6 +9,7 @@ partition reaches its end, and no commit ever passes a record that was not handl
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 
 import pytest
@@ -18,7 +19,7 @@ from kafka_double import FakeConsumer, FakeProducer
 from shared.events import Review, ReviewsIngested
 from shared.settings import CommonSettings
 from shared.stage import Incoming, StageResult, StageRunner, _Rebalance
-from shared.topics import REVIEWS_INGESTED, TopicSpec
+from shared.topics import REVIEWS_INGESTED, TopicSpec, retry_topic
 
 TOPIC = "voc.reviews.ingested"
 
@@ -99,3 +100,79 @@ async def test_records_fetched_for_partitions_assigned_while_busy_are_not_droppe
     except TimeoutError:
         pass
     assert_contract(handler, consumer)
+
+
+class Hangs(Recorder):
+    """Hangs forever on the first batch that holds a record of `partition`."""
+
+    def __init__(self, partition: int) -> None:
+        super().__init__(delay_s=0.01)
+        self.partition = partition
+        self.hung = asyncio.Event()
+        self.cancelled = 0
+
+    async def handle(self, batch: Sequence[Incoming]) -> StageResult:
+        if not self.hung.is_set() and any(r.partition == self.partition for r in batch):
+            self.hung.set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                self.cancelled += 1
+                raise
+        return await super().handle(batch)
+
+
+@pytest.mark.xfail(strict=True, reason="issue 16: the revoke drain waits for a hung batch")
+async def test_a_hung_batch_does_not_hold_up_the_rebalance(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Eager rebalancing stops every member until each has revoked: a revoke that waits for a
+    batch stuck in a slow LLM call stalls the whole group. The batch is abandoned after a
+    grace period instead; its records were not committed, so the next owner replays them."""
+    monkeypatch.setenv("VOC_REBALANCE_GRACE_S", "0.2")
+    consumer = FakeConsumer(TOPIC, {0: values(4, 0), 1: values(4, 1)}, assigned={0, 1})
+    handler = Hangs(partition=1)
+    runner = wire(handler, consumer, max_records=2, max_inflight=4)
+    task = asyncio.create_task(runner.run())
+    try:
+        await asyncio.wait_for(handler.hung.wait(), 5)
+        # p1 goes to another member; p0 stays here.
+        await asyncio.wait_for(consumer.rebalance([0]), 5)
+        async with asyncio.timeout(5):
+            while consumer.committed.get(consumer.tp(0)) != 4:
+                await asyncio.sleep(0.01)
+    finally:
+        runner.stopping.set()
+        await asyncio.wait_for(task, 5)
+    assert handler.cancelled == 1
+    assert consumer.tp(1) not in consumer.committed or consumer.committed[consumer.tp(1)] == 0
+    consumer.log.pop(1)  # owned by the other member now
+    assert_contract(handler, consumer)
+
+
+@pytest.mark.xfail(strict=True, reason="issue 16: the revoke drain waits for the due time")
+async def test_a_retry_tier_waiting_for_its_due_time_does_not_hold_up_the_rebalance(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A retry tier's batch sleeps until its records are due (up to the last tier's delay);
+    a rebalance meanwhile neither waits for that nor commits the records."""
+    monkeypatch.setenv("VOC_REBALANCE_GRACE_S", "0.2")
+    due = str(int((time.time() + 3600) * 1000)).encode()
+    handler = Recorder()
+    topic = retry_topic(handler.name, 1).full_name("voc.")
+    log = {0: [(v, [("voc-not-before", due)]) for v in values(2, 0)]}
+    consumer = FakeConsumer(topic, log, assigned={0})
+    runner = wire(handler, consumer, max_records=2, max_inflight=1, retry_tier=1)
+    task = asyncio.create_task(runner.run())
+    try:
+        async with asyncio.timeout(5):
+            while not runner.inflight:
+                await asyncio.sleep(0.01)
+        polls = consumer.getmany_calls
+        await asyncio.sleep(1.5)
+        # Waiting for the due time, the tier still polls (max.poll.interval.ms).
+        assert consumer.getmany_calls > polls
+        await asyncio.wait_for(consumer.rebalance([0]), 5)
+    finally:
+        runner.stopping.set()
+        await asyncio.wait_for(task, 5)
+    assert handler.handled == []
+    assert consumer.committed == {}
