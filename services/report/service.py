@@ -297,7 +297,8 @@ class ReportHandler:
     async def handle(self, batch: Sequence[Incoming]) -> StageResult:
         """Check the jobs of a batch of `themes.extracted` events."""
         job_ids = sorted({e.event.job_id for e in batch if isinstance(e.event, ThemesExtracted)})
-        return await self.check_jobs(job_ids)
+        fresh = frozenset(e.event.job_id for e in batch if e.no_cache)  # `--no-cache` replays
+        return await self.check_jobs(job_ids, fresh=fresh)
 
     async def tick(self) -> StageResult:
         """Re-check sealed jobs without a final report, then deliver due callbacks."""
@@ -318,8 +319,14 @@ class ReportHandler:
 
     # -- completion --------------------------------------------------------------------------
 
-    async def check_jobs(self, job_ids: Sequence[str], track_stalls: bool = False) -> StageResult:
-        """Build the reports that are due for these jobs."""
+    async def check_jobs(
+        self,
+        job_ids: Sequence[str],
+        track_stalls: bool = False,
+        fresh: frozenset[str] = frozenset(),
+    ) -> StageResult:
+        """Build the reports that are due for these jobs (those in `fresh` without the LLM
+        result cache)."""
         result = StageResult()
         if not job_ids:
             if track_stalls:
@@ -339,7 +346,7 @@ class ReportHandler:
                         "job stalled, finalising its report",
                         extra={"job_id": p.job_id, "done": p.done, "ingested": p.ingested},
                     )
-                result.merge(await self.build_report(p, status))
+                result.merge(await self.build_report(p, status, cache=p.job_id not in fresh))
                 self._built[p.job_id] = (status, p.done)
         return result
 
@@ -368,12 +375,14 @@ class ReportHandler:
         for job_id in [j for j in self._seen if j not in keep]:
             del self._seen[job_id]
 
-    async def build_report(self, p: JobProgress, status: ReportStatus) -> StageResult:
+    async def build_report(
+        self, p: JobProgress, status: ReportStatus, cache: bool = True
+    ) -> StageResult:
         """The rows and event of one report build (aggregates, summary, status, callback)."""
         started = time.perf_counter()
         raw = await self.store.aggregates(p.job_id)
         aggregates = build_aggregates(raw, {"submitted": p.submitted, "rejected": p.rejected})
-        summary = await self._summary(p, aggregates)
+        summary = await self._summary(p, aggregates, cache)
         doc = core.assemble_report(p, status, aggregates, summary)
         now = self.clock()
         result = StageResult(
@@ -417,7 +426,7 @@ class ReportHandler:
         )
         return result
 
-    async def _summary(self, p: JobProgress, aggregates: dict[str, Any]) -> Summary:
+    async def _summary(self, p: JobProgress, aggregates: dict[str, Any], cache: bool) -> Summary:
         if not aggregates["overview"]["insights"]:
             return core.fallback_summary(p.product, aggregates, "no insights to summarise")
         try:
@@ -427,6 +436,7 @@ class ReportHandler:
                 core.llm_input(p.product, aggregates),
                 report_prompt.ReportOutput,
                 job_id=p.job_id,
+                cache=cache,
             )
         except LLMError as exc:
             # The report must go out anyway: the numbers stand on their own.

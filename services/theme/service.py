@@ -37,6 +37,7 @@ from services.theme.settings import ThemeSettings
 from shared.db.models import Job, ReviewThemed, Theme, ThemeMember
 from shared.db.pool import ConnectionPool
 from shared.db.upsert import Upsert
+from shared.errors import Failure
 from shared.events import InsightsExtracted
 from shared.llm.client import build_llm
 from shared.llm.errors import LLMError
@@ -157,8 +158,12 @@ class ThemeHandler:
         names: dict[str, ThemeName] = {}
         if p.groups:
             products = await self.store.products({g.job_id for g in p.groups})
+            fresh = {rec.event.job_id for rec in batch if rec.no_cache}  # `--no-cache` replays
             named = await asyncio.gather(
-                *(self._name(g, products.get(g.job_id, "")) for g in p.groups)
+                *(
+                    self._name(g, products.get(g.job_id, ""), g.job_id not in fresh)
+                    for g in p.groups
+                )
             )
             for part in named:
                 names.update(part)
@@ -181,7 +186,7 @@ class ThemeHandler:
         self.store.remember([r["id"] for r in out.theme_rows])
         return result
 
-    async def _name(self, group: NamingGroup, product: str) -> dict[str, ThemeName]:
+    async def _name(self, group: NamingGroup, product: str, cache: bool) -> dict[str, ThemeName]:
         """Names of a group's new themes; fallback names if the LLM fails for good."""
         try:
             answer = await self.llm.complete(
@@ -190,6 +195,7 @@ class ThemeHandler:
                 group.llm_input(product),
                 ThemeOutput,
                 job_id=group.job_id,
+                cache=cache,
                 validate=check_keys(c.key for c in group.clusters),
             )
         except (LLMError, ValidationError) as exc:
@@ -218,8 +224,7 @@ class ThemeHandler:
 def _poison(rec: Incoming, reason: str) -> DeadLetterOut:
     job_id = rec.event.job_id
     return DeadLetterOut(
-        error_type="PoisonRecord",
-        error=reason,
+        failure=Failure("PoisonRecord", reason),
         value=rec.raw,
         key=rec.key,
         source=rec,
