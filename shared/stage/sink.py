@@ -28,7 +28,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError, OutOfOrderSequenceNumber
 
 from shared.db.pool import ConnectionPool
 from shared.db.upsert import Upsert, upsert
@@ -128,7 +128,8 @@ class Sink:
         if writes:
             await self.faults.run(lambda: self._upsert(writes), "upsert")
         todo = [(e, False) for e in result.events]
-        todo += [(self.router.record(d, r), True) for d, r in routed]
+        # Only a final dead letter may lose its payload: its `dead_letters` row keeps it.
+        todo += [(self.router.record(d, r), not r.tier) for d, r in routed]
         if todo:
             await self.faults.run(lambda: self._produce(todo), "produce")
         if result.cleanup:
@@ -145,9 +146,10 @@ class Sink:
             self.observer.on_rows_upserted(spec.table.name, len(rows))
 
     async def _produce(self, todo: list[tuple[Outgoing, bool]]) -> None:
-        """Send the records left in `todo` (record, is a dead letter); acknowledged ones
+        """Send the records left in `todo` (record, is a final dead letter); acknowledged ones
         leave it, so a retry resends only the others. A dead letter the broker refuses as
         too large is sent again at once without its payload."""
+        resends = 3  # records failed only by the broken producer go again at once
         while todo:
             producer = self.producers.get()
             outcomes, refused = await self._send(producer, [rec for rec, _ in todo])
@@ -158,6 +160,8 @@ class Sink:
             for (rec, dead), outcome in zip(todo, outcomes, strict=True):
                 if outcome is None:
                     self.observer.on_produced(rec.topic, 1)
+                elif resends > 0 and isinstance(outcome, OutOfOrderSequenceNumber):
+                    left.append((rec, dead))
                 elif dead and rec.value and isinstance(outcome, MessageSizeTooLargeError):
                     log.warning(
                         "dead letter too large for the broker, sent without its payload",
@@ -168,6 +172,7 @@ class Sink:
                     left.append((rec, dead))
                     first = first or outcome
             todo[:] = left
+            resends -= 1
             if first is not None:
                 raise first
 
