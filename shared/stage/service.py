@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import signal
 from collections.abc import Awaitable, Callable
@@ -165,16 +166,27 @@ def main(
     retries: bool = True,
 ) -> None:
     """Run a stage process on uvloop until SIGTERM: what every `services/<stage>/__main__`
-    calls with its build function and its batch settings."""
+    calls with its build function and its batch settings. Exits 0 after a clean stop, 1
+    if a runner failed."""
     import uvloop
 
-    uvloop.run(
-        run_service(
-            name,
-            build,
-            max_records=max_records,
-            max_inflight=max_inflight,
-            settings=CommonSettings(),
-            retries=retries,
+    code = 0
+    try:
+        uvloop.run(
+            run_service(
+                name,
+                build,
+                max_records=max_records,
+                max_inflight=max_inflight,
+                settings=CommonSettings(),
+                retries=retries,
+            )
         )
-    )
+    except Exception:
+        log.exception("stage failed", extra={"stage": name})
+        code = 1
+    logging.shutdown()
+    # Everything is released by now (offsets committed, group left, connections closed).
+    # The interpreter's own finalisation of a process this size took 5-8 s on a busy
+    # 2-core machine after a clean stop, long enough for an orchestrator to SIGKILL it.
+    os._exit(code)

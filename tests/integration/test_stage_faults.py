@@ -91,9 +91,18 @@ async def committed(group: str, topic: str) -> int:
     return sum(o.offset for tp, o in offsets.items() if tp.topic == topic)
 
 
+def settings(prefix: str) -> CommonSettings:
+    """The stack's settings with topics of this test and few tries (never set through the
+    environment: `voc up` would write it into the stack's env for every service)."""
+    s = CommonSettings()
+    s.kafka.topic_prefix = prefix
+    s.runtime.max_tries = 2
+    return s
+
+
 @asynccontextmanager
-async def running(handler: Any, pool: ConnectionPool) -> AsyncIterator[StageRunner]:
-    runner = StageRunner(handler, CommonSettings(), pool, max_records=10)
+async def running(handler: Any, pool: ConnectionPool, prefix: str) -> AsyncIterator[StageRunner]:
+    runner = StageRunner(handler, settings(prefix), pool, max_records=10)
     await runner.start()
     task = asyncio.create_task(runner.run())
     try:
@@ -105,11 +114,8 @@ async def running(handler: Any, pool: ConnectionPool) -> AsyncIterator[StageRunn
 
 
 @pytest.fixture
-async def prefix(monkeypatch: pytest.MonkeyPatch) -> str:
-    p = f"rf{uuid.uuid4().hex[:8]}."
-    monkeypatch.setenv("VOC_TOPIC_PREFIX", p)
-    monkeypatch.setenv("VOC_STAGE_MAX_TRIES", "2")
-    return p
+def prefix() -> str:
+    return f"rf{uuid.uuid4().hex[:8]}."
 
 
 @pytest.fixture
@@ -158,7 +164,7 @@ async def test_a_record_too_large_for_the_broker_is_dead_lettered_not_retried_fo
     )
     ids = await send(topic, ["fine", "fine too", BIG, "fine again"])
     before = gave_up(handler.name, "MessageSizeTooLargeError")
-    async with running(handler, pool) as runner:
+    async with running(handler, pool, prefix) as runner:
 
         async def all_committed() -> bool:
             return await committed(runner.group_id, topic) == len(ids)
@@ -232,7 +238,7 @@ async def test_a_statement_that_always_fails_dead_letters_its_record(
     handler = Store(table)
     await create_topics((topic, 1, {}), (dlq(handler.name).full_name(prefix), 1, {}))
     ids = await send(topic, ["one", BIG, "three"])
-    async with running(handler, pool) as runner:
+    async with running(handler, pool, prefix) as runner:
 
         async def all_committed() -> bool:
             return await committed(runner.group_id, topic) == len(ids)
@@ -261,7 +267,7 @@ async def test_a_postgres_outage_is_waited_out_not_ready_meanwhile(
         async with db() as conn:
             return int(await scalar(conn, f"SELECT count(*) FROM {table}"))
 
-    async with running(handler, pool) as runner:
+    async with running(handler, pool, prefix) as runner:
 
         async def first_stored() -> bool:
             return await stored() == len(first)

@@ -57,11 +57,9 @@ async def _committed(group: str, topic: str) -> dict[int, int]:
 
 
 async def test_replicas_joining_and_leaving_a_busy_member_lose_nothing(
-    stack: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    stack: dict[str, str],
 ) -> None:
     prefix = f"rt{uuid.uuid4().hex[:8]}."
-    monkeypatch.setenv("VOC_TOPIC_PREFIX", prefix)
-    monkeypatch.setenv("VOC_REBALANCE_GRACE_S", "1")
     topic = REVIEWS_INGESTED.full_name(prefix)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap())
     await admin.start()
@@ -78,6 +76,8 @@ async def test_replicas_joining_and_leaving_a_busy_member_lose_nothing(
 
     handled: set[tuple[int, int]] = set()
     settings = CommonSettings()
+    settings.kafka.topic_prefix = prefix
+    settings.runtime.rebalance_grace_s = 1.0
     busy = StageRunner(Slow(handled, 0.3), settings, None, max_records=5)  # type: ignore[arg-type]
     await busy.start()
     busy_task = asyncio.create_task(busy.run())
