@@ -39,7 +39,7 @@ COMPLETED = "completed"
 FAILED = "failed"
 CANCELLED = "cancelled"
 # A tombstone: the job was deleted (API or retention), its data is gone, and stages skip
-# its records until Kafka's retention has removed them (shared.deletedjobs).
+# its records until Kafka's retention has removed them (shared.stage.deleted).
 DELETED = "deleted"
 FINAL_STATUSES = frozenset({COMPLETED, FAILED, CANCELLED})
 

@@ -1,7 +1,9 @@
-"""Prometheus metrics common to every stage, attached in one place.
+"""Prometheus metrics common to every stage, and the probes each service serves.
 
 Each service process exposes `/metrics` (the API through its own route, stages on
-`VOC_METRICS_PORT`). Stage metrics carry a `stage` label so one dashboard covers all.
+`VOC_METRICS_PORT`), `/health` and `/ready`. Stage metrics carry a `stage` label so one
+dashboard covers all; the stage runner feeds them through one observer per stage
+(`shared.stage.observer.PrometheusObserver`).
 """
 
 from __future__ import annotations
@@ -50,20 +52,33 @@ COMMITS = Counter("vocstream_commits_total", "Offset commits", ["stage", "result
 LAST_COMMIT = Gauge(
     "vocstream_last_commit_timestamp_seconds", "Unix time of the last offset commit", ["stage"]
 )
+INFRA_FAULTS = Counter(
+    "vocstream_infra_faults_total",
+    "Attempts of a stage that failed because Postgres, Kafka or Redis was unavailable",
+    ["stage", "component"],
+)
+GAVE_UP = Counter(
+    "vocstream_records_gave_up_total",
+    "Records dead-lettered because the infrastructure kept refusing them while it worked",
+    ["stage", "error_type"],
+)
 
 
 class Health:
     """Liveness and readiness of a service process, as its probes see them.
 
     The main loop calls `beat()` every iteration; `/health` fails once it has not for
-    `stale_after_s` (a wedged event loop). `/ready` answers what `ready` says (set once the
-    service's clients are connected, cleared while it shuts down).
+    `stale_after_s` (a wedged event loop). `/ready` is true while `ready` is set (once the
+    service's clients are connected, cleared while it shuts down) and no dependency is
+    marked down: whoever last used or probed Postgres, Kafka or Redis says `up(name)` or
+    `down(name, why)`, so a stage riding out an outage reports not-ready meanwhile.
     """
 
     def __init__(self, stale_after_s: float = 60.0) -> None:
         self.stale_after_s = stale_after_s
         self.last_beat = time.monotonic()
         self.ready = False
+        self.failing: dict[str, str] = {}  # dependency -> why its last attempt failed
 
     def beat(self) -> None:
         """The main loop is alive."""
@@ -72,6 +87,18 @@ class Health:
     def alive(self) -> bool:
         """Whether the main loop ran recently."""
         return time.monotonic() - self.last_beat < self.stale_after_s
+
+    def up(self, dependency: str) -> None:
+        """The last attempt to use `dependency` succeeded."""
+        self.failing.pop(dependency, None)
+
+    def down(self, dependency: str, why: str) -> None:
+        """The last attempt to use `dependency` failed."""
+        self.failing[dependency] = why[:200]
+
+    def is_ready(self) -> bool:
+        """What `/ready` answers."""
+        return self.ready and not self.failing and self.alive()
 
 
 def _handler(health: Health) -> type[BaseHTTPRequestHandler]:
@@ -82,7 +109,7 @@ def _handler(health: Health) -> type[BaseHTTPRequestHandler]:
                 body, ctype = generate_latest(REGISTRY), CONTENT_TYPE_LATEST
                 code = 200
             elif path in ("/health", "/ready"):
-                ok = health.alive() if path == "/health" else health.ready and health.alive()
+                ok = health.alive() if path == "/health" else health.is_ready()
                 code, ctype = (200 if ok else 503), "application/json"
                 body = b'{"status":"ok"}' if ok else b'{"status":"unavailable"}'
             else:

@@ -126,6 +126,18 @@ class RuntimeSettings(BaseSettings):
     # One delay per retry tier (seconds): a retryable failure waits these out, in turn,
     # on the stage's retry topics before it is dead-lettered.
     retry_delays_s: str = Field(default="2,10,30", validation_alias="VOC_RETRY_DELAYS_S")
+    # Work failing with an infrastructure error while the infrastructure works (a record
+    # too large for the broker, a statement that always fails) is tried this often before
+    # its record is dead-lettered; an outage is waited out however long it lasts.
+    max_tries: int = Field(default=5, ge=1, validation_alias="VOC_STAGE_MAX_TRIES")
+    # A rebalance stops the whole group until every member has revoked: batches of
+    # revoked partitions get this long to finish, then are abandoned (and replayed).
+    rebalance_grace_s: float = Field(default=5.0, ge=0, validation_alias="VOC_REBALANCE_GRACE_S")
+    # On SIGTERM, batches already writing their results get this long (handler work is
+    # abandoned at once); each shutdown step is bounded by it too.
+    shutdown_grace_s: float = Field(default=3.0, ge=0, validation_alias="VOC_SHUTDOWN_GRACE_S")
+    # How often a stage probes Postgres and Kafka for `/ready`.
+    probe_interval_s: float = Field(default=5.0, gt=0, validation_alias="VOC_PROBE_INTERVAL_S")
 
 
 class CommonSettings(BaseSettings):

@@ -3,7 +3,7 @@
 A reader who wants to know "what flows on reviews.translated" starts here, then follows the
 model into `shared.events`. Names are prefixed (default `voc.`) so several deployments can
 share a cluster. Every stage has retry topics `<prefix><stage>.retry.<1..3>` and a
-dead-letter topic `<prefix><stage>.dlq` (see `shared.deadletter`).
+dead-letter topic `<prefix><stage>.dlq` (see `shared.stage.deadletters`).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 A deletion first turns the job's row into a tombstone (status `deleted`; product,
 callback URL and options blanked), so every stage skips the job's records from then on
-(`shared.deletedjobs`), then deletes the job's rows from every table that has a `job_id`
+(`shared.stage.deleted`), then deletes the job's rows from every table that has a `job_id`
 column (found from the models, so a new table is covered without a change here) and its
 cached status document in Redis. The tombstone itself is kept until the Kafka topics'
 retention has removed the job's records, so no stage can meet a record of a job that has

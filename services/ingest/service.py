@@ -24,7 +24,7 @@ from shared.db.models import IngestChunk
 from shared.db.models import Review as ReviewRow
 from shared.db.pool import ConnectionPool
 from shared.db.upsert import Upsert
-from shared.errors import PoisonRecord
+from shared.errors import Failure, PoisonRecord
 from shared.settings import CommonSettings
 from shared.stage import DeadLetterOut, Incoming, Outgoing, StageResult
 from shared.topics import REVIEWS_INGESTED, REVIEWS_SUBMITTED, TopicSpec
@@ -145,8 +145,7 @@ class IngestHandler:
 def _dead_letter(rec: Incoming, exc: PoisonRecord) -> DeadLetterOut:
     job_id = getattr(rec.event, "job_id", None)
     return DeadLetterOut(
-        error_type=type(exc).__name__,
-        error=str(exc)[:2000],
+        failure=Failure.of(exc),
         value=rec.raw,
         key=rec.key,
         source=rec,

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared.errors import Failure
 from shared.events import Insight, InsightsExtracted, TranslatedReview
 from shared.prompts.insight import OTHER_DIMENSION, InsightOutput
 from shared.prompts.insight import Insight as DraftInsight
@@ -101,13 +102,12 @@ class ReviewOutcome:
 
     review: TranslatedReview
     insights: tuple[Insight, ...] = ()
-    error_type: str | None = None
-    error: str | None = None
+    failure: Failure | None = None
 
     @property
     def failed(self) -> bool:
         """True when the review is to be dead-lettered."""
-        return self.error_type is not None
+        return self.failure is not None
 
 
 @dataclass

@@ -42,6 +42,7 @@ from shared.db.models import InsightRow, ReviewInsightState
 from shared.db.models import JobModel as JobModelRow
 from shared.db.pool import ConnectionPool
 from shared.db.upsert import Upsert
+from shared.errors import Failure
 from shared.events import ReviewsTranslated, TranslatedReview
 from shared.llm.client import build_llm
 from shared.llm.errors import LLMError
@@ -133,7 +134,8 @@ class InsightHandler:
         events: list[ReviewsTranslated] = [rec.event for rec in batch]
         models = await self.models.get({e.job_id for e in events})
         per_record = [
-            [self._extract(e, r, models.get(e.job_id)) for r in e.reviews] for e in events
+            [self._extract(e, r, models.get(e.job_id), not rec.no_cache) for r in e.reviews]
+            for rec, e in zip(batch, events, strict=True)
         ]
         flat = await asyncio.gather(
             *(c for coros in per_record for c in coros), return_exceptions=True
@@ -168,17 +170,22 @@ class InsightHandler:
         return result
 
     async def _extract(
-        self, event: ReviewsTranslated, review: TranslatedReview, model: JobModel | None
+        self,
+        event: ReviewsTranslated,
+        review: TranslatedReview,
+        model: JobModel | None,
+        cache: bool,
     ) -> ReviewOutcome:
-        """One review's insights, or the reason it fails for good."""
+        """One review's insights, or the reason it fails for good (`cache=False`: a
+        `--no-cache` replay, the LLM result cache is skipped)."""
         job_id = event.job_id
         if not storable_id(review.id) or not storable_id(job_id):
             # Only a hand-made record can carry these; storing them would fail the batch.
-            return ReviewOutcome(review, error_type="InvalidId", error="job or review id length")
+            return ReviewOutcome(review, failure=Failure("InvalidId", "job or review id length"))
         if model is None:
             # learn writes the model before it releases any review of the job, so this is
             # a record from elsewhere (or a deleted job): nothing to analyse it against.
-            return ReviewOutcome(review, error_type="JobModelMissing", error=f"job {job_id}")
+            return ReviewOutcome(review, failure=Failure("JobModelMissing", f"job {job_id}"))
         if not review.original.strip():
             return ReviewOutcome(review)
         async with self.slots:
@@ -191,19 +198,20 @@ class InsightHandler:
                     llm_input(review, model, event.target_language),
                     InsightOutput,
                     job_id=job_id,
+                    cache=cache,
                     validate=answer_validator(review.original),
                 )
                 return ReviewOutcome(review, build_insights(review, answer, model.names))
             except INFRA_ERRORS:
                 raise
             except (LLMError, QuoteNotFound, ValidationError) as exc:
-                return ReviewOutcome(review, error_type=type(exc).__name__, error=_reason(exc))
+                return ReviewOutcome(review, failure=Failure.of(exc))
             except Exception as exc:  # a bug must not block the partition: dead-letter, log
                 log.exception(
                     "insight extraction failed",
                     extra={"stage": self.name, "job_id": job_id, "review_id": review.id},
                 )
-                return ReviewOutcome(review, error_type=type(exc).__name__, error=str(exc))
+                return ReviewOutcome(review, failure=Failure.of(exc))
             finally:
                 metrics.EXTRACTING.dec()
                 metrics.REVIEW_SECONDS.observe(time.perf_counter() - started)
@@ -216,20 +224,13 @@ class InsightHandler:
                 await res
 
 
-def _reason(exc: BaseException) -> str:
-    """The message, with the last parse/validation error when the LLM layer kept one."""
-    reason = getattr(exc, "reason", "")
-    return f"{exc} ({reason})" if reason else str(exc)
-
-
 def _dead_letter(rec: Incoming, event: ReviewsTranslated, outcome: ReviewOutcome) -> DeadLetterOut:
     """A failed review alone, as a redrivable `ReviewsTranslated` record."""
     value = ReviewsTranslated(
         job_id=event.job_id, target_language=event.target_language, reviews=[outcome.review]
     ).to_bytes()
     return DeadLetterOut(
-        error_type=outcome.error_type or "Error",
-        error=(outcome.error or "")[:2000],
+        failure=outcome.failure or Failure("Error", "no failure recorded"),
         value=value,
         key=rec.key,
         source=rec,

@@ -61,6 +61,7 @@ from services.learn.store import LEARN_PENDING, PgLearnStore
 from shared import metrics as m
 from shared.db.leader import AdvisoryLeader
 from shared.db.pool import ConnectionPool
+from shared.errors import Failure
 from shared.events import ReviewsIngested
 from shared.llm.client import LLM, build_llm
 from shared.llm.errors import LLMMalformedOutput, LLMRequestRejected, LLMUnavailable
@@ -381,8 +382,7 @@ def _bad_held(job_id: str, key: str, n: int, entry: Any, reason: str) -> DeadLet
     # of entries without a review id distinct).
     source = Incoming(None, f"learn_pending/{job_id}/{key}", -1, n, raw, job_id.encode())
     return DeadLetterOut(
-        error_type="PoisonRecord",
-        error=f"held review is invalid: {reason}",
+        failure=Failure("PoisonRecord", f"held review is invalid: {reason}"),
         value=raw,
         key=job_id.encode(),
         source=source,
@@ -395,8 +395,9 @@ def _unknown_job(rec: Incoming, ev: ReviewsIngested) -> DeadLetterOut:
     """A record of a job that does not exist: nothing could ever analyse its reviews.
     Dead-lettered whole (one row, one log line), to be redriven if the job appears."""
     return DeadLetterOut(
-        error_type="UnknownJob",
-        error=f"job {ev.job_id[:60]!r} does not exist ({len(ev.reviews)} reviews)",
+        failure=Failure(
+            "UnknownJob", f"job {ev.job_id[:60]!r} does not exist ({len(ev.reviews)} reviews)"
+        ),
         value=rec.raw,
         key=rec.key,
         source=rec,

@@ -104,7 +104,8 @@ class ReportHandler:
     async def handle(self, batch: Sequence[Incoming]) -> StageResult:
         """Check the jobs of a batch of `themes.extracted` events (writes what is due)."""
         job_ids = sorted({e.event.job_id for e in batch if isinstance(e.event, ThemesExtracted)})
-        await self.check_jobs(job_ids)
+        fresh = frozenset(e.event.job_id for e in batch if e.no_cache)  # `--no-cache` replays
+        await self.check_jobs(job_ids, fresh)
         return StageResult()
 
     async def tick(self) -> StageResult:
@@ -130,14 +131,15 @@ class ReportHandler:
 
     # -- job states --------------------------------------------------------------------------
 
-    async def check_jobs(self, job_ids: Sequence[str]) -> None:
-        """Move each of these jobs on if its progress says so (see the module docstring)."""
+    async def check_jobs(self, job_ids: Sequence[str], fresh: frozenset[str] = frozenset()) -> None:
+        """Move each of these jobs on if its progress says so (see the module docstring);
+        the summaries of jobs in `fresh` skip the LLM result cache."""
         threshold, timeout = self.settings.ready_threshold, self.settings.stall_timeout_s
         for p in await self.store.progress(job_ids):
             if core.decide(p, threshold, timeout) is not None:
-                await self._advance(p.job_id)
+                await self._advance(p.job_id, cache=p.job_id not in fresh)
 
-    async def _advance(self, job_id: str) -> None:
+    async def _advance(self, job_id: str, cache: bool = True) -> None:
         """Re-read the job under its lock, decide again and write the outcome."""
         threshold, timeout = self.settings.ready_threshold, self.settings.stall_timeout_s
         async with self.store.locked(job_id) as job:
@@ -148,10 +150,10 @@ class ReportHandler:
             decision = core.decide(p, threshold, timeout) if p is not None else None
             if p is None or decision is None:
                 return  # another replica got here first
-            if await self._write(job, p, decision):
+            if await self._write(job, p, decision, cache):
                 await self._forget(p)
 
-    async def _write(self, job: LockedJob, p: JobProgress, d: Decision) -> bool:
+    async def _write(self, job: LockedJob, p: JobProgress, d: Decision, cache: bool) -> bool:
         """Build the decision's report (if any) and commit it with the transition."""
         change = core.transition(p, d)
         if d.report is None:
@@ -162,7 +164,7 @@ class ReportHandler:
         aggregates = build_aggregates(
             await job.aggregates(), {"submitted": p.submitted, "rejected": p.rejected}
         )
-        summary = await self._summary(p, aggregates)
+        summary = await self._summary(p, aggregates, cache)
         doc = core.assemble_report(p, d.report, aggregates, summary, stall=d.reason)
         doc["analyst"] = current_analyst()  # who wrote it: the bundled fake LLM says so
         now = self.clock()
@@ -229,7 +231,7 @@ class ReportHandler:
             # The cached document expires within a second or two anyway.
             log.warning("status cache not cleared", extra={"job_id": p.job_id, "error": str(exc)})
 
-    async def _summary(self, p: JobProgress, aggregates: dict[str, Any]) -> Summary:
+    async def _summary(self, p: JobProgress, aggregates: dict[str, Any], cache: bool) -> Summary:
         if not aggregates["overview"]["insights"]:
             return core.fallback_summary(p.product, aggregates, "no insights to summarise")
         try:
@@ -239,6 +241,7 @@ class ReportHandler:
                 core.llm_input(p.product, aggregates),
                 report_prompt.ReportOutput,
                 job_id=p.job_id,
+                cache=cache,
             )
         except LLMError as exc:
             # The report must go out anyway: the numbers stand on their own.

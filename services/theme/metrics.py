@@ -21,6 +21,10 @@ THEMES_MERGED = Counter(
 INSIGHTS_ASSIGNED = Counter(
     "vocstream_theme_insights_assigned_total", "Insights placed in a theme for the first time"
 )
+EMBED_OUTAGES = Counter(
+    "vocstream_theme_embedding_outages_total",
+    "Embedding calls that failed after the LLM layer's retries (the batch waits, retried in place)",
+)
 FALLBACK_NAMES = Counter(
     "vocstream_theme_fallback_names_total",
     "Themes named from their aspect because the LLM could not name them",

@@ -12,9 +12,11 @@ record. See `services.theme.core` for the determinism rule.
 
 Error policy: a naming call that fails for good falls back to a name derived from the
 aspect (a theme's name is not worth a review); an embedding call that fails is retried by
-the LLM layer and then raised as a `TransientInfraError`, so the runner retries the batch
-in place - the job's insights must be placed in partition order, so they never go to a
-retry topic. A record the provider refuses to embed (4xx) is dead-lettered alone. One
+the LLM layer and then, while the provider stays unavailable, again in place with capped
+backoff (`EMBED_BACKOFF_S`): the job's insights must be placed in partition order, so they
+never go to a retry topic, and an outage of the provider is no fault of the records, so
+they are not dead-lettered either; the partition waits, as it waits out a Postgres
+outage. A record the provider refuses to embed (4xx) is dead-lettered alone. One
 batch at a time (`max_inflight=1`, no retry tiers), serialised by a lock.
 """
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +40,7 @@ from services.theme.settings import ThemeSettings
 from shared.db.models import Job, ReviewThemed, Theme, ThemeJob, ThemeMember, ThemeMerge
 from shared.db.pool import ConnectionPool
 from shared.db.upsert import Upsert
-from shared.errors import TransientInfraError
+from shared.errors import Failure
 from shared.events import Insight, InsightsExtracted
 from shared.llm.client import build_llm
 from shared.llm.embeddings import EmbedsText, Vector, build_embedder
@@ -51,6 +54,8 @@ from shared.stage import DeadLetterOut, Incoming, Outgoing, StageResult
 from shared.topics import INSIGHTS_EXTRACTED, THEMES_EXTRACTED, TopicSpec
 
 log = logging.getLogger(__name__)
+
+EMBED_BACKOFF_S = (1.0, 30.0)
 
 THEMES = Upsert(
     Theme.__table__,  # type: ignore[arg-type]
@@ -235,6 +240,8 @@ class ThemeHandler:
         self._states: OrderedDict[str, JobState] = OrderedDict()
         self._lock = asyncio.Lock()
         self._closers = list(closers)
+        # (first, max) seconds between embedding attempts while the provider is down
+        self.embed_backoff_s = EMBED_BACKOFF_S
 
     async def handle(self, batch: Sequence[Incoming]) -> StageResult:
         """Place the batch's insights in their jobs' themes (see the module docstring)."""
@@ -260,7 +267,8 @@ class ThemeHandler:
         states = {j: snap.states.get(j) or self._states.pop(j) for j in job_ids}
         for j in job_ids:  # in use now: if this batch fails, nothing stale stays cached
             self._states.pop(j, None)
-        vectors, refused = await self._embed(events, snap.assigned)
+        fresh = {rec.event.job_id for rec in batch if rec.no_cache}  # `--no-cache` replays
+        vectors, refused = await self._embed(events, snap.assigned, fresh)
         for rec, event in events:
             if id(event) in refused:
                 result.dead_letters.append(_poison(rec, refused[id(event)], "LLMRequestRejected"))
@@ -274,7 +282,7 @@ class ThemeHandler:
             outcome = core.place_job(states[job], records, snap.assigned, self.params)
             outcomes[job] = outcome
             pairs_of.update((id(e), p) for e, p in zip(mine, outcome.records, strict=True))
-        await self._name_all(outcomes)
+        await self._name_all(outcomes, fresh)
 
         acc = core.Assembled()
         opened = merged = 0
@@ -315,17 +323,23 @@ class ThemeHandler:
             self._states.popitem(last=False)
 
     async def _embed(
-        self, events: Sequence[tuple[Incoming, InsightsExtracted]], assigned: dict[str, str]
+        self,
+        events: Sequence[tuple[Incoming, InsightsExtracted]],
+        assigned: dict[str, str],
+        fresh: set[str],
     ) -> tuple[dict[str, Vector], dict[int, str]]:
         """Unit vectors of the insights without a theme (one call set per job, so the
         quota's per-job fairness applies), and the records the provider refused to embed
-        (id of the event -> why)."""
+        (id of the event -> why). Jobs in `fresh` skip the embeddings cache."""
         by_job: dict[str, list[InsightsExtracted]] = {}
         for _, e in events:
             if any(i.id not in assigned for i in e.insights):
                 by_job.setdefault(e.job_id, []).append(e)
         parts = await asyncio.gather(
-            *(self._embed_job(job, mine, assigned) for job, mine in by_job.items())
+            *(
+                self._embed_job(job, mine, assigned, job not in fresh)
+                for job, mine in by_job.items()
+            )
         )
         vectors: dict[str, Vector] = {}
         refused: dict[int, str] = {}
@@ -335,11 +349,15 @@ class ThemeHandler:
         return vectors, refused
 
     async def _embed_job(
-        self, job_id: str, events: Sequence[InsightsExtracted], assigned: dict[str, str]
+        self,
+        job_id: str,
+        events: Sequence[InsightsExtracted],
+        assigned: dict[str, str],
+        cache: bool,
     ) -> tuple[dict[str, Vector], dict[int, str]]:
         todo = [i for e in events for i in e.insights if i.id not in assigned]
         try:
-            raw = await self._embed_texts(todo, job_id)
+            raw = await self._embed_texts(todo, job_id, cache)
             return {i.id: core.to_unit(v) for i, v in zip(todo, raw, strict=True)}, {}
         except LLMRequestRejected:
             pass
@@ -349,36 +367,53 @@ class ThemeHandler:
         for event in events:
             mine = [i for i in event.insights if i.id not in assigned]
             try:
-                raw = await self._embed_texts(mine, job_id)
+                raw = await self._embed_texts(mine, job_id, cache)
             except LLMRequestRejected as exc:
                 refused[id(event)] = str(exc)[:500]
                 continue
             vectors.update((i.id, core.to_unit(v)) for i, v in zip(mine, raw, strict=True))
         return vectors, refused
 
-    async def _embed_texts(self, todo: Sequence[Insight], job_id: str) -> list[Vector]:
-        try:
-            return await self.embedder.embed([core.embed_text(i) for i in todo], job_id=job_id)
-        except LLMRequestRejected:
-            raise
-        except LLMError as exc:
-            # Placing the rest first would change every later decision: retry in place.
-            raise TransientInfraError(f"embeddings unavailable: {exc}") from exc
+    async def _embed_texts(self, todo: Sequence[Insight], job_id: str, cache: bool) -> list[Vector]:
+        texts = [core.embed_text(i) for i in todo]
+        delay, cap = self.embed_backoff_s
+        while True:
+            try:
+                return await self.embedder.embed(texts, job_id=job_id, cache=cache)
+            except LLMRequestRejected:
+                raise
+            except LLMError as exc:
+                # Placing the rest first would change every later decision: retry in place.
+                metrics.EMBED_OUTAGES.inc()
+                log.warning(
+                    "embeddings unavailable, retrying the batch in place",
+                    extra={
+                        "stage": self.name,
+                        "job_id": job_id,
+                        "error": str(exc)[:300],
+                        "retry_in_s": delay,
+                    },
+                )
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, cap)
 
-    async def _name_all(self, outcomes: dict[str, core.JobOutcome]) -> None:
+    async def _name_all(self, outcomes: dict[str, core.JobOutcome], fresh: set[str]) -> None:
         """Name every request of every job (all calls at once), then apply the names in
-        the order the requests arose (the later naming of a theme wins)."""
+        the order the requests arose (the later naming of a theme wins); jobs in `fresh`
+        skip the LLM result cache."""
         requests = [r for o in outcomes.values() for r in o.naming]
         if not requests:
             return
         jobs = await self.store.jobs({r.job_id for r in requests})
         calls = [c for r in requests for c in core.naming_chunks(r)]
-        answers = await asyncio.gather(*(self._name(c, jobs.get(c.job_id)) for c in calls))
+        answers = await asyncio.gather(
+            *(self._name(c, jobs.get(c.job_id), c.job_id not in fresh) for c in calls)
+        )
         for call, names in zip(calls, answers, strict=True):
             core.apply_names(outcomes[call.job_id].state, names)
 
     async def _name(
-        self, request: NamingRequest, job: tuple[str, str] | None
+        self, request: NamingRequest, job: tuple[str, str] | None, cache: bool
     ) -> dict[str, tuple[str, str]]:
         """Names of one call's themes; fallback names if the LLM fails for good."""
         product, language = job or ("", "en")
@@ -395,6 +430,7 @@ class ThemeHandler:
                 payload,
                 ThemeOutput,
                 job_id=request.job_id,
+                cache=cache,
                 validate=check_keys(keys),
             )
         except (LLMError, ValidationError) as exc:
@@ -424,8 +460,7 @@ class ThemeHandler:
 def _poison(rec: Incoming, reason: str, error_type: str) -> DeadLetterOut:
     job_id = rec.event.job_id
     return DeadLetterOut(
-        error_type=error_type,
-        error=reason,
+        failure=Failure(error_type, reason),
         value=rec.raw,
         key=rec.key,
         source=rec,

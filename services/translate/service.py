@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -40,9 +41,9 @@ from shared import metrics as m
 from shared.db.models import Translation
 from shared.db.pool import ConnectionPool
 from shared.db.upsert import Upsert
+from shared.errors import Failure
 from shared.events import Review, ReviewsLearned
 from shared.llm.client import LLM, build_llm
-from shared.llm.context import bypass_cache
 from shared.llm.errors import LLMError
 from shared.llm.settings import LLMSettings
 from shared.prompts import translate as translate_prompt
@@ -68,8 +69,9 @@ class Translator(Protocol):
         target_language: str,
         items: Sequence[ToTranslate],
         validate: Validator | None = None,
+        cache: bool = True,
     ) -> TranslateOutput:
-        """The model's answer for `items`."""
+        """The model's answer for `items` (`cache=False`: skip every cache)."""
         ...
 
 
@@ -88,11 +90,14 @@ class LLMTranslator:
         target_language: str,
         items: Sequence[ToTranslate],
         validate: Validator | None = None,
+        cache: bool = True,
     ) -> TranslateOutput:
         """One structured `translate` call for the items not in the cache. Packed calls
-        pass no `validate`: a missing item is cheaper to retry alone than the whole call."""
+        pass no `validate`: a missing item is cheaper to retry alone than the whole call.
+        `cache=False` (a `--no-cache` replay) asks the model again; the answers are still
+        stored."""
         hits = {}
-        if self.cache is not None and not bypass_cache.get():
+        if self.cache is not None and cache:
             hits = await self.cache.get_many(job_id, target_language, items)
         todo = [i for i in items if i.review_id not in hits]
         answers: list[TranslatedItem] = []
@@ -104,6 +109,7 @@ class LLMTranslator:
                 payload,
                 TranslateOutput,
                 job_id=job_id,
+                cache=cache,
                 validate=validate,
             )
             answers = out.items
@@ -126,6 +132,7 @@ class _JobWork:
     target_language: str
     reviews: dict[str, Review]
     origin: dict[str, Incoming]
+    no_cache: bool = False  # a record of a `--no-cache` replay is among them
 
 
 @dataclass(frozen=True)
@@ -155,6 +162,10 @@ class TranslateHandler:
         self.sem = asyncio.Semaphore(concurrency)
         self.output_topic = REVIEWS_TRANSLATED.full_name(topic_prefix)
         self.packer: CallPacker[Translated | _Failure] = CallPacker(limits, linger_s, self._call)
+        # Jobs with `--no-cache` records waiting for their calls: a call is made from the
+        # packer's own task, possibly opened by another batch, so the flag is kept per job
+        # for as long as such a batch waits, and every call of the job skips the cache.
+        self._fresh: Counter[str] = Counter()
 
     async def handle(self, batch: Sequence[Incoming]) -> StageResult:
         """Translate a batch of `reviews.learned` events (see the module docstring)."""
@@ -184,7 +195,15 @@ class TranslateHandler:
         skipped, todo = plan_reviews(work.reviews.values(), work.target_language)
         m.REVIEWS_IN.labels(self.name).inc(len(work.reviews))
         metrics.REVIEWS.labels("skipped").inc(len(skipped))
-        results = await self.packer.submit(work.job_id, work.target_language, todo)
+        if work.no_cache:
+            self._fresh[work.job_id] += 1
+        try:
+            results = await self.packer.submit(work.job_id, work.target_language, todo)
+        finally:
+            if work.no_cache:
+                self._fresh[work.job_id] -= 1
+                if self._fresh[work.job_id] <= 0:
+                    del self._fresh[work.job_id]
         translated = list(skipped)
         translated.extend(r for r in results if isinstance(r, Translated))
         failures = [r for r in results if isinstance(r, _Failure)]
@@ -203,7 +222,9 @@ class TranslateHandler:
         out: dict[str, Translated | _Failure] = {}
         try:
             async with self.sem:
-                answer = await self.translator.translate(job_id, target_language, call)
+                answer = await self.translator.translate(
+                    job_id, target_language, call, cache=job_id not in self._fresh
+                )
         except LLMError as exc:
             log.warning(
                 "translate call failed, retrying its reviews alone",
@@ -235,7 +256,11 @@ class TranslateHandler:
         try:
             async with self.sem:
                 answer = await self.translator.translate(
-                    job_id, target_language, [item], check_single(item.review_id)
+                    job_id,
+                    target_language,
+                    [item],
+                    check_single(item.review_id),
+                    cache=job_id not in self._fresh,
                 )
         except LLMError as exc:
             return _Failure(item, exc)
@@ -261,6 +286,7 @@ def _group(batch: Sequence[Incoming]) -> dict[tuple[str, str], _JobWork]:
         work = jobs.get(key)
         if work is None:
             work = jobs[key] = _JobWork(ev.job_id, ev.target_language, {}, {})
+        work.no_cache = work.no_cache or rec.no_cache
         for r in ev.reviews:
             if r.id not in work.reviews:
                 work.reviews[r.id] = r
@@ -272,14 +298,11 @@ def _dead_letter(work: _JobWork, failure: _Failure) -> DeadLetterOut:
     """A review given up on: its own one-review event, so a redrive retries just it."""
     rid = failure.item.review_id
     rec = work.origin[rid]
-    err = failure.error
-    reason = getattr(err, "reason", "")
     event = ReviewsLearned(
         job_id=work.job_id, target_language=work.target_language, reviews=[work.reviews[rid]]
     )
     return DeadLetterOut(
-        error_type=type(err).__name__,
-        error=f"{err} ({reason})" if reason else str(err),
+        failure=Failure.of(failure.error),
         value=event.to_bytes(),
         key=rec.key,
         source=rec,

@@ -1,9 +1,10 @@
 """A tiny fixed-size pool of async psycopg connections for stage services.
 
 Stages process a few batches concurrently and each batch writes in its own transaction,
-so a handful of connections suffices; a broken connection is replaced on release. A
-borrower that leaves a transaction open gets it rolled back on release, which is what
-makes `fetch` (one read, its snapshot ended with the borrow) a one-liner for the stores.
+so a handful of connections suffices. A broken connection is replaced on release, or, if
+Postgres is down then, on its next borrow: a slot is never lost to an outage. A borrower
+that leaves a transaction open gets it rolled back on release, which is what makes
+`fetch` (one read, its snapshot ended with the borrow) a one-liner for the stores.
 """
 
 from __future__ import annotations
@@ -44,6 +45,12 @@ class ConnectionPool:
     async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """Borrow a connection; its transaction is rolled back if the block raises."""
         conn = await self._free.get()
+        if conn.closed or conn.broken:
+            try:
+                conn = await self._replace(conn)
+            except BaseException:
+                self._free.put_nowait(conn)  # still down: the next borrower tries again
+                raise
         try:
             yield conn
         except BaseException:
@@ -51,11 +58,13 @@ class ConnectionPool:
             raise
         else:
             if conn.closed or conn.broken:
-                conn = await self._replace(conn)
-            elif conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                await self._recycle(conn)
+                return
+            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                 # A read-only borrower left its transaction open: end it, so no snapshot
-                # or lock outlives the borrow.
-                await conn.rollback()
+                # or lock outlives the borrow (and a failing rollback loses no slot).
+                await self._recycle(conn)
+                return
             self._free.put_nowait(conn)
 
     @overload
@@ -100,12 +109,14 @@ class ConnectionPool:
                 return
         except psycopg.Error:
             pass
-        self._free.put_nowait(await self._replace(conn))
+        with suppress(psycopg.Error, OSError):
+            conn = await self._replace(conn)
+        self._free.put_nowait(conn)  # replaced, or still broken: replaced on its next borrow
 
     async def _replace(self, conn: psycopg.AsyncConnection[Any]) -> psycopg.AsyncConnection[Any]:
-        self._all.remove(conn)
+        """A new connection in the place of `conn` (which stays if connecting fails)."""
         with suppress(psycopg.Error):
             await conn.close()
         new = await psycopg.AsyncConnection.connect(self.url)
-        self._all.append(new)
+        self._all[self._all.index(conn)] = new
         return new

@@ -32,7 +32,6 @@ from pydantic import BaseModel
 from redis.asyncio import Redis
 
 from shared.llm.cache import ResultCache, cache_key
-from shared.llm.context import bypass_cache
 from shared.llm.errors import (
     LLMError,
     LLMMalformedOutput,
@@ -142,7 +141,7 @@ class LLM:
         start = time.monotonic()
         key = cache_key(self.settings.key_prefix, stage, prompt, cfg.model, input, scope=job_id)
         try:
-            if not cache or bypass_cache.get():
+            if not cache:
                 return await self._call(cfg, prompt, input, output_model, job_id, validate, key)
             # Identical calls in flight share one lookup and one provider call: the first
             # registers itself before its first await, the others wait for its answer.

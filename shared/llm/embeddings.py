@@ -50,7 +50,6 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.llm.cache import ResultCache
-from shared.llm.context import bypass_cache
 from shared.llm.errors import (
     LLMError,
     LLMRateLimited,
@@ -104,8 +103,10 @@ class EmbedSettings(BaseSettings):
 class EmbedsText(Protocol):
     """Port: what the theme stage needs from an embedding model."""
 
-    async def embed(self, texts: Sequence[str], *, job_id: str | None = None) -> list[Vector]:
-        """One vector per text, in order."""
+    async def embed(
+        self, texts: Sequence[str], *, job_id: str | None = None, cache: bool = True
+    ) -> list[Vector]:
+        """One vector per text, in order (`cache=False`: ask the provider again)."""
         ...
 
 
@@ -179,8 +180,12 @@ class Embedder:
         self._client_for = client_for
         self._rng = rng or random.Random()
 
-    async def embed(self, texts: Sequence[str], *, job_id: str | None = None) -> list[Vector]:
-        """One vector per text, in order (identical texts get one lookup and one vector).
+    async def embed(
+        self, texts: Sequence[str], *, job_id: str | None = None, cache: bool = True
+    ) -> list[Vector]:
+        """One vector per text, in order (identical texts get one lookup and one vector;
+        `cache=False`, a `--no-cache` replay, skips the lookup, the answers are still
+        stored).
 
         Raises `LLMRequestRejected` (not retryable: the provider refused the input or the
         model) or `LLMUnavailable` / `LLMTimeout` / `LLMRateLimited` (retryable).
@@ -192,7 +197,7 @@ class Embedder:
         unique = list(dict.fromkeys(cut))
         found: dict[str, Vector] = {}
         try:
-            if not bypass_cache.get():
+            if cache:
                 found = await self._lookup(unique)
             missing = [t for t in unique if t not in found]
             size = self.embed_settings.batch

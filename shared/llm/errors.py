@@ -1,7 +1,9 @@
-"""The one exception hierarchy of the LLM layer.
+"""The LLM layer's part of the exception hierarchy (`shared.errors` is its root).
 
-A stage needs to know only two things about a failed call: may it try again later
-(`retryable`), or must the message be dead-lettered. Every class says which.
+A stage needs to know one thing about a failed call: may it be tried again later
+(`retryable`)? The stage turns the error into a `shared.errors.Failure` (`Failure.of`),
+and the runner sends a retryable one through the stage's retry topics (the offset of the
+record moves on at once) and the others to its dead-letter topic. Every class says which.
 
     LLMError
     ├── LLMMalformedOutput        not retryable: the model kept answering junk
@@ -13,8 +15,10 @@ A stage needs to know only two things about a failed call: may it try again late
 
 from __future__ import annotations
 
+from shared.errors import Failure, VocError
 
-class LLMError(Exception):
+
+class LLMError(VocError):
     """Base class of every error the LLM layer raises.
 
     `stage` names the pipeline stage that made the call, `attempts` how many provider
@@ -47,6 +51,13 @@ class LLMMalformedOutput(LLMError):
         self.raw = raw[:2000]
         self.reason = reason
 
+    def failure(self) -> Failure:
+        """The failure, with the last parse or validation error in its reason."""
+        base = super().failure()
+        if not self.reason:
+            return base
+        return Failure(base.kind, f"{base.reason} ({self.reason})", base.retryable)
+
 
 class LLMRequestRejected(LLMError):
     """The provider refused the request itself (400, 401, 403, 404, 422 ...).
@@ -67,8 +78,8 @@ class LLMRequestRejected(LLMError):
 class LLMUnavailable(LLMError):
     """The provider kept failing (5xx, connection errors, 429s) through every attempt.
 
-    Retryable: the stage should not commit the offset and try the batch again later
-    (or back off, then retry); the review itself is fine.
+    Retryable: the review itself is fine, so it goes through the stage's retry topics
+    (each tier waits out its delay) before it is dead-lettered.
     """
 
     retryable = True

@@ -13,7 +13,6 @@ import pytest
 from llm_fixtures import FakeLLM, RedisProc
 
 from shared.llm.client import build_llm
-from shared.llm.context import bypass_cache
 from shared.llm.embeddings import EmbedSettings, build_embedder
 from shared.llm.errors import LLMRequestRejected, LLMUnavailable
 from shared.llm.settings import LLMSettings
@@ -48,11 +47,8 @@ async def test_batched_cached_and_exactly_the_providers_vectors(
         assert embed_requests(fake_llm) == 3
         assert [list(v) for v in again] == [list(v) for v in vectors[:130][::-1]]
 
-        token = bypass_cache.set(True)  # a `--no-cache` replay asks the provider again
-        try:
-            await embedder.embed(texts[:10], job_id="j")
-        finally:
-            bypass_cache.reset(token)
+        # a `--no-cache` replay asks the provider again
+        await embedder.embed(texts[:10], job_id="j", cache=False)
         assert embed_requests(fake_llm) == 4
     finally:
         await llm.aclose()

@@ -26,9 +26,9 @@ from redis.asyncio import Redis
 
 from services.api.deletion import job_tables, sweep
 from shared.db.pool import ConnectionPool
-from shared.deletedjobs import DeletedJobs, SkipDeletedJobs
 from shared.jobstatus import status_cache_key
 from shared.stage import Incoming, StageResult
+from shared.stage.deleted import DeletedJobs, SkipDeletedJobs
 from shared.topics import REVIEWS_INGESTED, TopicSpec
 
 pytestmark = pytest.mark.integration

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from shared.stage import _PartitionOffsets
+from shared.stage.offsets import PartitionOffsets
 
 
 def test_nothing_committable_until_the_first_batch_finishes() -> None:
-    po = _PartitionOffsets(pending=[0, 10, 20])
+    po = PartitionOffsets(pending=[0, 10, 20])
     po.done[10] = 20
     assert po.committable() is None
     po.done[0] = 10
@@ -19,7 +19,7 @@ def test_nothing_committable_until_the_first_batch_finishes() -> None:
 
 
 def test_out_of_order_completion_commits_in_order() -> None:
-    po = _PartitionOffsets(pending=[0, 5, 9])
+    po = PartitionOffsets(pending=[0, 5, 9])
     po.done[9] = 12
     po.done[5] = 9
     assert po.committable() is None

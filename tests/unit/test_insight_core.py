@@ -25,6 +25,7 @@ from services.insight.core import (
     map_dimension,
 )
 from services.insight.service import InsightHandler
+from shared.errors import Failure
 from shared.events import InsightsExtracted, ReviewsTranslated, TranslatedReview
 from shared.llm.errors import LLMMalformedOutput, LLMUnavailable
 from shared.llm.prompts import PromptTemplate
@@ -323,7 +324,7 @@ def test_assemble_counts_every_done_review_and_sets_failed_apart() -> None:
         [
             ReviewOutcome(r1, ins),
             ReviewOutcome(r2),
-            ReviewOutcome(r3, error_type="LLMMalformedOutput", error="junk"),
+            ReviewOutcome(r3, failure=Failure("LLMMalformedOutput", "junk")),
         ],
     )
     assert [r["review_id"] for r in out.review_rows] == ["r1", "r2"]
@@ -336,7 +337,7 @@ def test_assemble_counts_every_done_review_and_sets_failed_apart() -> None:
 
 
 def test_assemble_with_only_failures_emits_nothing() -> None:
-    out = assemble("job", [ReviewOutcome(review("A."), error_type="X", error="y")])
+    out = assemble("job", [ReviewOutcome(review("A."), failure=Failure("X", "y"))])
     assert out.event is None and not out.review_rows and len(out.failed) == 1
 
 

@@ -7,6 +7,7 @@ are close exactly as they are on the real stack.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import itertools
 from array import array
@@ -31,7 +32,6 @@ from services.theme.core import (
     singular,
 )
 from services.theme.service import Snapshot, ThemeHandler
-from shared.errors import TransientInfraError
 from shared.events import Insight, InsightsExtracted, ThemesExtracted
 from shared.llm.errors import LLMMalformedOutput, LLMRequestRejected, LLMUnavailable
 from shared.llm.prompts import PromptTemplate
@@ -387,7 +387,9 @@ class FakeEmbedder:
         self.refuse: str | None = None
         self.down = False
 
-    async def embed(self, texts: Sequence[str], *, job_id: str | None = None) -> list[Any]:
+    async def embed(
+        self, texts: Sequence[str], *, job_id: str | None = None, cache: bool = True
+    ) -> list[Any]:
         self.calls.append(list(texts))
         if self.down:
             raise LLMUnavailable("provider down", stage="embed")
@@ -510,10 +512,19 @@ async def test_a_batch_that_was_not_written_is_not_trusted_from_memory() -> None
 async def test_embedding_outages_retry_the_batch_and_refusals_dead_letter_the_record() -> None:
     store, emb = FakeStore(), FakeEmbedder()
     handler = ThemeHandler(store, FakeLLM(), emb, "voc.")
+    handler.embed_backoff_s = (0.01, 0.02)
     emb.down = True
-    with pytest.raises(TransientInfraError):
-        await handler.handle([incoming(extracted("j", [ins("i1", "sound", "Good.")]), 0)])
-    emb.down, emb.refuse = False, "POISON"
+    waiting = asyncio.create_task(
+        handler.handle([incoming(extracted("j", [ins("i1", "sound", "Good.")]), 0)])
+    )
+    while len(emb.calls) < 3:  # the batch waits, retried in place; nothing dead-lettered
+        await asyncio.sleep(0.01)
+    assert not waiting.done()
+    emb.down = False
+    first = await waiting
+    assert not first.dead_letters and tables(first)["theme_members"]
+    store.write(first)
+    emb.refuse = "POISON"
     bad = extracted("j", [ins("i2", "sound", "POISON text")], ["r-bad"])
     good = extracted("j", [ins("i3", "sound", "Great sound.")])
     result = await handler.handle([incoming(bad, 1), incoming(good, 2)])

@@ -21,6 +21,7 @@ class FakeTranslator:
     def __init__(self, drop: frozenset[str] = frozenset()) -> None:
         self.drop = drop
         self.calls: list[list[str]] = []
+        self.cached: list[bool] = []  # the `cache` flag of each call
 
     async def translate(
         self,
@@ -28,8 +29,10 @@ class FakeTranslator:
         target_language: str,
         items: Sequence[ToTranslate],
         validate: Validator | None = None,
+        cache: bool = True,
     ) -> TranslateOutput:
         self.calls.append([i.review_id for i in items])
+        self.cached.append(cache)
         if any("POISON" in i.text for i in items):
             raise LLMMalformedOutput("translate: malformed answer", stage="translate")
         out = TranslateOutput(
@@ -157,3 +160,24 @@ async def test_a_full_call_does_not_wait_for_the_linger() -> None:
     result = await asyncio.wait_for(handler.handle(_batch(1, 45)), timeout=5.0)
     assert [len(c) for c in fake.calls] == [30]
     assert result.reviews_out == 45
+
+
+async def test_a_no_cache_replay_skips_the_cache_even_in_a_call_another_batch_opened() -> None:
+    """A `--no-cache` replay's review may join a call a normal batch opened (the packer
+    sends it from its own task): that call, and the retries of its items, skip the cache."""
+    fake = FakeTranslator()
+    handler = _handler(fake, linger_s=0.2)
+
+    def one(rid: str, replay: bool) -> list[Incoming]:
+        event = ReviewsLearned(
+            job_id="job-1", target_language="en", reviews=[Review(id=rid, text=f"{GERMAN} {rid}")]
+        )
+        headers = (("voc-replay", b"r1"), ("voc-no-cache", b"1")) if replay else ()
+        return [Incoming(event, "t", 0, 0, event.to_bytes(), b"k", headers)]
+
+    normal = asyncio.create_task(handler.handle(one("a", replay=False)))
+    await asyncio.sleep(0.05)  # the normal batch's call is open and lingering
+    await asyncio.gather(normal, handler.handle(one("b", replay=True)))
+    assert fake.calls == [["a", "b"]] and fake.cached == [False]
+    await handler.handle(one("c", replay=False))  # the replay is through: cached again
+    assert fake.cached == [False, True]

@@ -5,7 +5,7 @@
 Records of the job may still be on the topics (Kafka deletes only by retention), and a
 stage would otherwise analyse them again (LLM calls for nothing, rows for nobody) or, for
 learn, dead-letter them as `UnknownJob`. `SkipDeletedJobs` wraps every stage's handler (in
-`shared.stage.run_service`): records of a tombstoned job never reach the handler, and
+`shared.stage.service.run_service`): records of a tombstoned job never reach the handler, and
 their offsets are committed like any handled record's. The tombstone outlives the
 topics' retention (the sweep removes it only after), so no such record can outlive it.
 
@@ -25,7 +25,7 @@ from prometheus_client import Counter
 from shared.db.pool import ConnectionPool
 from shared.jobstatus import DELETED
 from shared.lru import LRU
-from shared.stage import Incoming, StageHandler, StageResult
+from shared.stage.contract import Incoming, StageHandler, StageResult
 
 log = logging.getLogger(__name__)
 
