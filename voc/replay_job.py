@@ -31,16 +31,17 @@ PIPELINE = ("learn", "translate", "insight", "theme", "report")
 BATCH = 50
 
 Q_REVIEWS = """
-SELECT id, text, rating, language, created_at_src FROM reviews WHERE job_id = %s ORDER BY id
+SELECT id, text, rating, language, created_at_src, external_id
+FROM reviews WHERE job_id = %s ORDER BY id
 """
 Q_TRANSLATED = """
-SELECT t.review_id, t.text, t.source_language, t.translated, r.rating
+SELECT t.review_id, t.text, t.source_language, t.translated, r.rating, r.text, r.external_id
 FROM translations t JOIN reviews r ON r.id = t.review_id
 WHERE t.job_id = %s ORDER BY t.review_id
 """
 Q_INSIGHTS = """
 SELECT s.review_id, i.id, i.dimension, i.aspect, i.sentiment, i.score, i.quote,
-       i.quote_start, i.quote_end, i.five_w
+       i.quote_start, i.quote_end, i.five_w, i.quote_translation, i.external_review_id
 FROM review_insights s LEFT JOIN insights i ON i.review_id = s.review_id
 WHERE s.job_id = %s ORDER BY s.review_id, i.id
 """
@@ -111,9 +112,16 @@ async def events_for(
     if stage in ("learn", "translate"):
         cur = conn.cursor()
         await cur.execute(Q_REVIEWS, (job.id,))
-        async for rid, text, rating, lang, created in cur:
+        async for rid, text, rating, lang, created, external in cur:
             batch.append(
-                ev.Review(id=rid, text=text, rating=rating, language=lang, created_at=created)
+                ev.Review(
+                    id=rid,
+                    text=text,
+                    rating=rating,
+                    language=lang,
+                    created_at=created,
+                    external_id=external,
+                )
             )
             if len(batch) == BATCH:
                 yield builders[stage](batch)
@@ -121,10 +129,18 @@ async def events_for(
     elif stage == "insight":
         cur = conn.cursor()
         await cur.execute(Q_TRANSLATED, (job.id,))
-        async for rid, text, src, translated, rating in cur:
+        async for rid, text, src, translated, rating, original, external in cur:
+            # Quotes are taken from the review as written: a replay carries it as the
+            # translate stage did, or the insight stage would quote the translation.
             batch.append(
                 ev.TranslatedReview(
-                    id=rid, text=text, source_language=src, translated=translated, rating=rating
+                    id=rid,
+                    text=text,
+                    source_language=src,
+                    translated=translated,
+                    rating=rating,
+                    original_text=original if translated else None,
+                    external_id=external,
                 )
             )
             if len(batch) == BATCH:
@@ -134,7 +150,7 @@ async def events_for(
         ids: list[str] = []
         async for rid, rows in _grouped(conn, Q_INSIGHTS, job.id):
             ids.append(rid)
-            for _, iid, dim, aspect, sent, score, quote, qs, qe, five_w in rows:
+            for _, iid, dim, aspect, sent, score, quote, qs, qe, five_w, tr, ext in rows:
                 if iid is not None:
                     batch.append(
                         ev.Insight(
@@ -148,6 +164,8 @@ async def events_for(
                             quote_start=qs,
                             quote_end=qe,
                             five_w=five_w,
+                            quote_translation=tr,
+                            external_review_id=ext,
                         )
                     )
             if len(ids) == BATCH:
