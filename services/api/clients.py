@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from shared.lru import LRU
 from shared.settings import KafkaSettings
 from shared.topics import REVIEWS_SUBMITTED
 
@@ -119,6 +120,8 @@ class Clients:
     redis: Redis
     kafka: EventProducer
     keys: KeyCache
+    # client address -> monotonic time its unknown-key budget allows a lookup again
+    lookup_blocks: LRU[str, float]
     key_changes: KeyChanges
     limiter: RateLimiter
     status_cache: StatusCache
@@ -157,6 +160,7 @@ class Clients:
             redis=redis,
             kafka=kafka,
             keys=keys,
+            lookup_blocks=LRU(max_entries=settings.unknown_key_entries),
             key_changes=key_changes,
             limiter=RateLimiter(redis),
             status_cache=StatusCache(

@@ -5,9 +5,11 @@ Routes declare what they need with the `Annotated` aliases (`SessionDep`, `Tenan
 `JobId`, ...); nothing here is global, everything comes from the app's `Clients`.
 
 Authentication order (each step only if the previous one passed, so a stranger costs as
-little as possible): a token shaped like a key -> the in-process key cache -> on a miss,
-a token of the client address's key-lookup bucket, then one Postgres lookup -> a token of
-the tenant's bucket (shared by all its keys). What each bucket does while Redis is down is
+little as possible): a token shaped like a key -> the in-process key cache (known and
+unknown keys) -> on a miss, unless the client address is blocked, one Postgres lookup; a
+key that turns out unknown takes a token of the address's bucket, and an address whose
+bucket is empty is blocked (no lookups) until a token is due -> a token of the tenant's
+bucket (shared by all its keys). What each bucket does while Redis is down is
 in `ratelimit`.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -113,6 +116,13 @@ def _too_many(detail: str, wait: float) -> HTTPException:
     )
 
 
+def _lookups_exhausted(address: str, per_s: float, wait: float) -> HTTPException:
+    return _too_many(
+        f"too many unknown API keys from {address} (limit {per_s:g}/s): check the key you send",
+        max(wait, 0.0),
+    )
+
+
 async def get_tenant(
     request: Request,
     clients: ClientsDep,
@@ -130,21 +140,25 @@ async def get_tenant(
     hit, tenant_id = clients.keys.get(key_hash)
     if not hit:
         address = request.client.host if request.client is not None else "unknown"
-        wait = await clients.limiter.acquire(
-            f"lookup:{address}",
-            settings.key_lookups_per_s,
-            settings.key_lookups_burst,
-            WhenDown.LOCAL,
-        )
-        if wait > 0:
-            raise _too_many(
-                f"too many API key lookups from {address} "
-                f"(limit {settings.key_lookups_per_s:g}/s): check the key you send",
-                wait,
-            )
+        blocked, until = clients.lookup_blocks.lookup(address)
+        if blocked and until is not None:
+            raise _lookups_exhausted(address, settings.key_lookups_per_s, until - time.monotonic())
         tenant_id, valid_for_s = await store.tenant_for_key(session, key_hash)
         metrics.KEY_LOOKUPS.labels("known" if tenant_id is not None else "unknown").inc()
         clients.keys.put(key_hash, tenant_id, valid_for_s)
+        if tenant_id is None:
+            # Only keys that turn out unknown are charged: a new tenant's first request,
+            # or every tenant behind one proxy after a restart, must never be refused.
+            wait = await clients.limiter.acquire(
+                f"lookup:{address}",
+                settings.key_lookups_per_s,
+                settings.key_lookups_burst,
+                WhenDown.LOCAL,
+            )
+            if wait > 0:
+                # No more lookups for this address (in this process) until a token is due.
+                clients.lookup_blocks.put(address, time.monotonic() + wait, ttl_s=wait)
+                raise _lookups_exhausted(address, settings.key_lookups_per_s, wait)
     if tenant_id is None:
         raise _unauthorized("invalid or revoked API key")
     when_down = WhenDown.OPEN if request.method in SAFE_METHODS else WhenDown.CLOSED
