@@ -75,7 +75,8 @@ async def _job(api: Api, key: str | None = None) -> str:
 
 
 def _fill(job_id: str) -> None:
-    """Rows in every table a job has, as the stages would write them."""
+    """Rows in every table a job has, as the stages would write them (the stack's stages
+    may be writing the job's own rows meanwhile: per-job rows are inserted if absent)."""
     rid = str(uuid.uuid4())
     iid, tid = str(uuid.uuid4()), str(uuid.uuid4())
     with psycopg.connect(database_url(), autocommit=True) as conn:
@@ -88,11 +89,13 @@ def _fill(job_id: str) -> None:
         )
         conn.execute(
             "INSERT INTO job_models (job_id, dimensions, five_w, sample_size, model) "
-            "VALUES (%s, '[]', '{}', 2, 'm')",
+            "VALUES (%s, '[]', '{}', 2, 'm') ON CONFLICT DO NOTHING",
             (job_id,),
         )
         conn.execute(
-            "INSERT INTO learn_pending (job_id, batch_key, reviews) VALUES (%s, 'b', '[]')",
+            # claimed for an hour: the stack's learn leader leaves it alone meanwhile
+            "INSERT INTO learn_pending (job_id, batch_key, reviews, claimed_until)"
+            " VALUES (%s, 'b', '[]', now() + interval '1 hour')",
             (job_id,),
         )
         conn.execute(
@@ -114,7 +117,7 @@ def _fill(job_id: str) -> None:
         conn.execute("INSERT INTO review_themed VALUES (%s, %s)", (rid, job_id))
         conn.execute(
             "INSERT INTO reports (job_id, status, coverage, data) "
-            "VALUES (%s, 'completed', 1, '{}')",
+            "VALUES (%s, 'completed', 1, '{}') ON CONFLICT DO NOTHING",
             (job_id,),
         )
         conn.execute(
@@ -124,7 +127,7 @@ def _fill(job_id: str) -> None:
         )
         conn.execute(
             "INSERT INTO callback_outbox (id, job_id, url, payload) "
-            "VALUES (%s, %s, 'https://example.com/h', '{}')",
+            "VALUES (%s, %s, 'https://example.com/h', '{}') ON CONFLICT DO NOTHING",
             (f"{job_id}:completed", job_id),
         )
 

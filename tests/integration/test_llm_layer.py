@@ -364,7 +364,7 @@ async def test_repeated_call_is_a_cache_hit(
         await llm.complete("insight", insight.PROMPT, inp, insight.InsightOutput, cache=False)
         assert fake_llm.stats()["requests"] == 3
         # another prompt version is another key
-        v2 = dataclasses.replace(insight.PROMPT, version="2")
+        v2 = dataclasses.replace(insight.PROMPT, version=insight.PROMPT.version + ".next")
         await llm.complete("insight", v2, inp, insight.InsightOutput)
         assert fake_llm.stats()["requests"] == 4
     finally:
