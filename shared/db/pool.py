@@ -2,7 +2,10 @@
 
 Stages process a few batches concurrently and each batch writes in its own transaction,
 so a handful of connections suffices. A broken connection is replaced on release, or, if
-Postgres is down then, on its next borrow: a slot is never lost to an outage. A borrower
+Postgres is down then, on its next borrow: a slot is never lost to an outage. A broken
+connection also means the server dropped the others (a restart): the idle ones are closed
+at once, so the next borrowers connect afresh instead of each finding a dead connection
+(psycopg only notices on use), which would spend a stage's retries on nothing. A borrower
 that leaves a transaction open gets it rolled back on release, which is what makes
 `fetch` (one read, its snapshot ended with the borrow) a one-liner for the stores.
 """
@@ -109,9 +112,20 @@ class ConnectionPool:
                 return
         except psycopg.Error:
             pass
+        await self._close_idle()
         with suppress(psycopg.Error, OSError):
             conn = await self._replace(conn)
         self._free.put_nowait(conn)  # replaced, or still broken: replaced on its next borrow
+
+    async def _close_idle(self) -> None:
+        """Close every idle connection: each is replaced on its next borrow."""
+        idle = []
+        while not self._free.empty():
+            idle.append(self._free.get_nowait())
+        for conn in idle:
+            with suppress(psycopg.Error, OSError):
+                await conn.close()
+            self._free.put_nowait(conn)
 
     async def _replace(self, conn: psycopg.AsyncConnection[Any]) -> psycopg.AsyncConnection[Any]:
         """A new connection in the place of `conn` (which stays if connecting fails)."""
