@@ -138,6 +138,8 @@ def init(pg_dir: Path) -> bool:
         )
     # A throwaway local database: durability against an OS crash is worth nothing here, and
     # fsync off makes the many small upsert transactions of tests and demos much faster.
+    # Commits stay synchronous (see `start`): a crash of the server process alone must not
+    # lose a committed transaction, or the stages' "rows before offsets" would not hold.
     with (data / "postgresql.conf").open("a") as conf:
         conf.write(
             "\n# vocstream local stack (voc up)\n"
@@ -145,7 +147,6 @@ def init(pg_dir: Path) -> bool:
             "unix_socket_directories = ''\n"
             "max_connections = 200\n"
             "fsync = off\n"
-            "synchronous_commit = off\n"
             "full_page_writes = off\n"
         )
     log.info("postgres: initialised %s", data)
@@ -182,7 +183,9 @@ def start(pg_dir: Path, port: int, log_path: Path) -> int:
         "-t",
         "60",
         "-o",
-        f"-p {port} -c listen_addresses=127.0.0.1",
+        # synchronous_commit on (clusters made before said off): with fsync off, a commit
+        # waits only for its WAL to reach the OS, which a killed server does not lose.
+        f"-p {port} -c listen_addresses=127.0.0.1 -c synchronous_commit=on",
         "start",
     ]
     done = _run_as_pg(cmd)
