@@ -16,7 +16,7 @@ LINT_PATHS := shared services voc tests tools
 # ruff skips it through .gitignore; mypy is told here.
 MYPY_EXCLUDE := '^tools/(helm|kafka)/'
 
-.PHONY: help install up down status lint test test-unit demo bench-ingest bench-llm bench-e2e bench-faust \
+.PHONY: chaos bench-scale help install up down status lint test test-unit demo bench-ingest bench-llm bench-e2e bench-faust \
         eval-analysis fake-llm clean distclean
 
 help: ## show this help
@@ -68,6 +68,9 @@ bench-llm: up ## LLM quota-utilisation benchmark; ARGS=... are passed on
 bench-e2e: up ## end-to-end job benchmark; ARGS=... are passed on
 	$(BIN)/python -m bench.e2e $(ARGS)
 
+bench-scale: up ## the same job on 1, 2 and 3 replicas per stage against a slow model; ARGS=...
+	$(BIN)/python -m bench.scale $(ARGS)
+
 bench-faust: install ## Faust agents vs the stage runner relaying the same records (installs the faust extra)
 	@$(BIN)/python -c 'import faust' 2>/dev/null || $(BIN)/python -m pip install -q -e '.[faust,dev]'
 	$(BIN)/voc up --profile $(PROFILE) --no-services
@@ -75,6 +78,13 @@ bench-faust: install ## Faust agents vs the stage runner relaying the same recor
 
 eval-analysis: install ## text-only sentiment of the bundled fake analyst vs the stars of ../shared/data MARC reviews; ARGS=...
 	$(BIN)/python -m voc.fake_llm.evaluate $(ARGS)
+
+chaos: install ## a job through kills, scaling and broker/Postgres/Redis restarts on the test stack, checked for loss and doubles; ARGS=...
+	@status=0; \
+	$(BIN)/voc up --profile test || status=$$?; \
+	if [ $$status -eq 0 ]; then $(BIN)/python -m voc.chaos --profile test $(ARGS) || status=$$?; fi; \
+	$(BIN)/voc down --profile test || true; \
+	exit $$status
 
 fake-llm: install ## run the fake OpenAI-compatible LLM server in the foreground
 	$(BIN)/voc fake-llm $(ARGS)
