@@ -43,7 +43,7 @@ from shared.db.upsert import Upsert
 from shared.events import Review, ReviewsLearned
 from shared.llm.client import LLM, build_llm
 from shared.llm.context import bypass_cache
-from shared.llm.errors import LLMError
+from shared.llm.errors import LLMError, LLMMalformedOutput
 from shared.llm.settings import LLMSettings
 from shared.prompts import translate as translate_prompt
 from shared.prompts.translate import TranslatedItem, TranslateOutput
@@ -154,7 +154,10 @@ class TranslateHandler:
         self.limits = limits
         self.sem = asyncio.Semaphore(concurrency)
         self.output_topic = REVIEWS_TRANSLATED.full_name(topic_prefix)
-        self.packer: CallPacker[Translated | _Failure] = CallPacker(limits, linger_s, self._call)
+        # realllm: a pack answered malformed is split by the packer (fewer items per call).
+        self.packer: CallPacker[Translated | _Failure] = CallPacker(
+            limits, linger_s, self._call, split_on=(LLMMalformedOutput,)
+        )
 
     async def handle(self, batch: Sequence[Incoming]) -> StageResult:
         """Translate a batch of `reviews.learned` events (see the module docstring)."""
@@ -204,6 +207,8 @@ class TranslateHandler:
         try:
             async with self.sem:
                 answer = await self.translator.translate(job_id, target_language, call)
+        except LLMMalformedOutput:
+            raise  # realllm: the packer runs the pack again in halves
         except LLMError as exc:
             log.warning(
                 "translate call failed, retrying its reviews alone",

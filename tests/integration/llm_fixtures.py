@@ -136,6 +136,12 @@ class FakeLLM:
             bad_quote_rate=0,
             fault_match=None,
             hang_s=600,
+            slots=0,
+            token_latency_ms=0,
+            finish_for_gone_clients=True,
+            echo_rate=0,
+            stubborn_rate=0,
+            max_items=0,
         )
         httpx.post(self.url + "/stats/reset", timeout=10).raise_for_status()
 
