@@ -67,8 +67,9 @@ STAGE_HEADER = "X-Voc-Stage"
 PROMPT_VERSION_HEADER = "X-Voc-Prompt-Version"
 _RETRYABLE_STATUS = {408, 409, 425}
 _MAX_TOKENS_GROWTH = 4
-# A call that ends this long after its deadline counts as an overrun (the HTTP layer's own
-# timeout is a second behind the asyncio one).
+# A call that ends this long after its deadline (plus the Redis timeout: the cache write
+# after the last provider call) counts as an overrun; the HTTP layer's own timeout is a
+# second behind the asyncio one.
 DEADLINE_GRACE_S = 1.0
 
 CORRECTION = (
@@ -225,7 +226,7 @@ class LLM:
         finally:
             end = time.monotonic()
             self.metrics.complete_latency.labels(stage, cfg.model).observe(end - start)
-            if end > deadline + DEADLINE_GRACE_S:
+            if end > deadline + DEADLINE_GRACE_S + self.settings.redis_timeout_s:
                 self.metrics.deadline_overruns.labels(stage, cfg.model).inc()
                 log.warning("llm %s: call ended %.1fs after its deadline", stage, end - deadline)
 

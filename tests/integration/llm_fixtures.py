@@ -148,7 +148,10 @@ class FakeLLM:
 
 def start_fake_llm(*args: str) -> FakeLLM:
     """Run `python -m voc.fake_llm --port 0 ...` and wait until it listens."""
-    proc, url = launch.spawn(*args, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    # (a generous start timeout: imports take tens of seconds on a starved machine)
+    proc, url = launch.spawn(
+        *args, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout_s=120.0
+    )
     return FakeLLM(url, proc)
 
 
