@@ -417,9 +417,10 @@ class FakeLLMApp:
         elif sem is not None:
             st.queued += 1
             st.max_queued = max(st.max_queued, st.queued)
-            acquire: asyncio.Future[bool] = asyncio.ensure_future(sem.acquire())
+            acquire: asyncio.Future[Any] = asyncio.ensure_future(sem.acquire())
+            either: list[asyncio.Future[Any]] = [acquire, gone]
             try:
-                await asyncio.wait([acquire, gone], return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 st.queued -= 1
             got = acquire.done() and not acquire.cancelled()
