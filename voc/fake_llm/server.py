@@ -40,6 +40,7 @@ import time
 import zlib
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -214,6 +215,18 @@ class Stats:
         return doc
 
 
+@dataclass(frozen=True)
+class ChatRequest:
+    """One parsed chat request: its body, messages, stage input and what it enforces."""
+
+    body: dict[str, Any]
+    messages: Any
+    inp: dict[str, Any]
+    user_text: str
+    stage: str
+    enforced: bool
+
+
 class FakeLLMApp:
     """The ASGI application."""
 
@@ -385,7 +398,9 @@ class FakeLLMApp:
             err = {"error": {"message": problem, "type": "invalid_request_error"}}
             await _respond(send, 400, err)
             return
-        enforced = mode in ("json_schema", "json_object_schema")
+        chat = ChatRequest(
+            req, messages, inp, user_text, stage, mode in ("json_schema", "json_object_schema")
+        )
 
         # The answer is sent once its slot is free again: a client that gets it and sends
         # its next request at once must find the slot free, as with a real server.
@@ -397,9 +412,7 @@ class FakeLLMApp:
         async with self._slot(gone) as admitted:
             if not admitted:
                 return
-            await self._generate(
-                req, messages, inp, user_text, stage, enforced, gone, later, rl_headers
-            )
+            await self._generate(chat, gone, later, rl_headers)
         for message in outbox:
             await send(message)
         self.m_latency.observe(time.monotonic() - t0)
@@ -445,17 +458,14 @@ class FakeLLMApp:
 
     async def _generate(
         self,
-        req: dict[str, Any],
-        messages: Any,
-        inp: dict[str, Any],
-        user_text: str,
-        stage: str,
-        enforced: bool,
+        chat: ChatRequest,
         gone: asyncio.Future[None],
         send: Send,
         rl_headers: list[tuple[bytes, bytes]],
     ) -> None:
         """Compute the answer, take the time a model would, and send it (if anyone waits)."""
+        req, messages, inp, stage = chat.body, chat.messages, chat.inp, chat.stage
+        user_text = chat.user_text
         c = self.config
         st = self.stats
         ss = st.stage(stage)
@@ -501,7 +511,7 @@ class FakeLLMApp:
             out = paraphrase_quotes(out, str(inp.get("text") or ""))
         content = orjson.dumps(out).decode()
         finish = "stop"
-        weak = self._weak_answer(req, messages, inp, stage, enforced, seed, content)
+        weak = self._weak_answer(chat, seed, content)
         if weak is not None:
             content = weak
         elif fault == "malformed":
@@ -552,32 +562,24 @@ class FakeLLMApp:
         }
         await _send(send, 200, orjson.dumps(doc), [*_JSON, *rl_headers])
 
-    def _weak_answer(
-        self,
-        req: dict[str, Any],
-        messages: Any,
-        inp: dict[str, Any],
-        stage: str,
-        enforced: bool,
-        seed: int,
-        content: str,
-    ) -> str | None:
+    def _weak_answer(self, chat: ChatRequest, seed: int, content: str) -> str | None:
         """A weak model's unusable answer, or None (see `FakeConfig`'s weak-model fields)."""
         c, st = self.config, self.stats
+        inp, stage = chat.inp, chat.stage
         if c.max_items and stage == "translate" and len(inp.get("items") or ()) > c.max_items:
             st.too_many_items += 1
             return _malformed(orjson.dumps(inp).decode(), seed)
         if c.stubborn_rate > 0 and (seed % 10_000) < c.stubborn_rate * 10_000:
-            sampling = (req.get("temperature"), req.get("seed"))
+            sampling = (chat.body.get("temperature"), chat.body.get("seed"))
             first = st.stuck.setdefault(seed, sampling)
             if len(st.stuck) > _STUCK_MAX:
                 st.stuck.clear()
             if first == sampling:
                 st.stubborn += 1
                 return _malformed(content, seed)
-        if not enforced and c.echo_rate > 0 and self.rng.random() < c.echo_rate:
+        if not chat.enforced and c.echo_rate > 0 and self.rng.random() < c.echo_rate:
             st.echoed += 1
-            schema = _schema_in(messages)
+            schema = _schema_in(chat.messages)
             return schema if schema is not None else orjson.dumps(inp).decode()
         return None
 
