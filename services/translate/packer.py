@@ -8,6 +8,11 @@ results; a call is sent as soon as it is full, or `linger_s` after it was opened
 comes first. A batch still finishes only when all its own reviews have results, so the
 runner's upsert-produce-commit order (and with it at-least-once) is unchanged; a review
 already waiting in the open call (a replayed duplicate) shares its result.
+
+A call that fails with one of `split_on` (a malformed answer: weak models break down on
+big packs) is split in halves, each run as a call of its own, down to single reviews: a
+smaller request is a retry that changes something, and it costs about log2(n) calls
+instead of one call per review.
 """
 
 from __future__ import annotations
@@ -37,13 +42,22 @@ class CallPacker(Generic[R]):
     """Fills calls per job across batches and runs them with `run_call`.
 
     `run_call(job_id, target_language, items)` must return a result for every item id
-    (translated or failed); if it raises, every review of the call gets the exception.
+    (translated or failed); if it raises one of `split_on` for more than one item, the
+    items are split in halves and each half is run again; any other exception (or one of
+    `split_on` for a single item) goes to every review of the call.
     """
 
-    def __init__(self, limits: PackLimits, linger_s: float, run_call: RunCall[R]) -> None:
+    def __init__(
+        self,
+        limits: PackLimits,
+        linger_s: float,
+        run_call: RunCall[R],
+        split_on: tuple[type[Exception], ...] = (),
+    ) -> None:
         self.limits = limits
         self.linger_s = linger_s
         self.run_call = run_call
+        self.split_on = split_on
         self.open: dict[JobKey, _OpenCall[R]] = {}
         self.running: set[asyncio.Task[None]] = set()
 
@@ -88,7 +102,7 @@ class CallPacker(Generic[R]):
 
     async def _run(self, key: JobKey, call: _OpenCall[R]) -> None:
         try:
-            results = await self.run_call(key[0], key[1], call.pack.items)
+            results = await self._run_split(key, call.pack.items)
         except BaseException as exc:
             cancelled = isinstance(exc, asyncio.CancelledError)
             for futures in call.waiters.values():
@@ -106,6 +120,19 @@ class CallPacker(Generic[R]):
                     fut.set_result(results[rid])
                 else:
                     fut.set_exception(KeyError(f"no result for review {rid!r}"))
+
+    async def _run_split(self, key: JobKey, items: list[ToTranslate]) -> Mapping[str, R]:
+        """`run_call` on `items`, halving them while it fails with one of `split_on`."""
+        try:
+            return await self.run_call(key[0], key[1], items)
+        except self.split_on:
+            if len(items) < 2:
+                raise
+        half = len(items) // 2
+        first, second = await asyncio.gather(
+            self._run_split(key, items[:half]), self._run_split(key, items[half:])
+        )
+        return {**first, **second}
 
     async def close(self) -> None:
         """Cancel open and running calls (their batches fail and are replayed)."""

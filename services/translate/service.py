@@ -44,7 +44,7 @@ from shared.db.upsert import Upsert
 from shared.errors import Failure
 from shared.events import Review, ReviewsLearned
 from shared.llm.client import LLM, build_llm
-from shared.llm.errors import LLMError
+from shared.llm.errors import LLMError, LLMMalformedOutput
 from shared.llm.settings import LLMSettings
 from shared.prompts import translate as translate_prompt
 from shared.prompts.translate import TranslatedItem, TranslateOutput
@@ -161,7 +161,10 @@ class TranslateHandler:
         self.limits = limits
         self.sem = asyncio.Semaphore(concurrency)
         self.output_topic = REVIEWS_TRANSLATED.full_name(topic_prefix)
-        self.packer: CallPacker[Translated | _Failure] = CallPacker(limits, linger_s, self._call)
+        # A pack answered malformed is split by the packer (fewer items per call).
+        self.packer: CallPacker[Translated | _Failure] = CallPacker(
+            limits, linger_s, self._call, split_on=(LLMMalformedOutput,)
+        )
         # Jobs with `--no-cache` records waiting for their calls: a call is made from the
         # packer's own task, possibly opened by another batch, so the flag is kept per job
         # for as long as such a batch waits, and every call of the job skips the cache.
@@ -225,6 +228,8 @@ class TranslateHandler:
                 answer = await self.translator.translate(
                     job_id, target_language, call, cache=job_id not in self._fresh
                 )
+        except LLMMalformedOutput:
+            raise  # the packer runs the pack again in halves
         except LLMError as exc:
             log.warning(
                 "translate call failed, retrying its reviews alone",

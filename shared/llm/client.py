@@ -5,19 +5,28 @@
                              job_id=job_id, validate=insight.check_quotes(text))
 
 One `complete()` call: result cache lookup (and in-process de-duplication of identical
-concurrent calls) -> shared rate limiter -> provider call with a hard timeout -> repair
-and validation of the answer. Transport failures (429, 5xx, timeouts, connection errors)
-are retried with exponential backoff and full jitter, honouring `Retry-After`; a 429 also
-slows the shared limiter down for everyone. Malformed answers (or ones the caller's
-`validate` rejects) are retried with a corrective message; truncated ones with a larger
-`max_tokens`. Failures end in one of the typed errors of `shared.llm.errors`, never in a
-hang: every wait is bounded by `VOC_LLM_DEADLINE_S`.
+concurrent calls) -> a slot of the shared concurrency cap (`shared.llm.concurrency`) ->
+shared rate limiter -> provider call with a timeout sized from the expected answer ->
+repair and validation of the answer. The answer's shape is enforced by the provider where
+it can (`VOC_LLM_STRUCTURED`, a JSON Schema derived by `shared.llm.schema`), and repaired
+and validated in every case.
+
+Transport failures (429, 5xx, timeouts, connection errors) are retried with exponential
+backoff and full jitter, honouring `Retry-After`; a 429 also slows the shared limiter down
+for everyone; a timed-out call is retried with a longer timeout. Malformed answers (or ones
+the caller's `validate` rejects) are retried with a correction that quotes every validation
+error, at a higher temperature each time, so a retry never repeats the request it
+corrects; truncated ones with a larger `max_tokens`. A call that is abandoned (timed out,
+or its task cancelled) closes its HTTP connection, so the server can stop generating for
+it. Failures end in one of the typed errors of `shared.llm.errors`, never in a hang: every
+wait is bounded by `VOC_LLM_DEADLINE_S`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
@@ -32,6 +41,7 @@ from pydantic import BaseModel
 from redis.asyncio import Redis
 
 from shared.llm.cache import ResultCache, cache_key
+from shared.llm.concurrency import ConcurrencyLimiter
 from shared.llm.errors import (
     LLMError,
     LLMMalformedOutput,
@@ -43,9 +53,10 @@ from shared.llm.errors import (
 from shared.llm.metrics import LLMMetrics, llm_metrics
 from shared.llm.prompts import PromptTemplate
 from shared.llm.ratelimit import RateLimiter, estimate_tokens
-from shared.llm.repair import validate_reply
+from shared.llm.repair import describe_error, echo_hint, validate_reply
 from shared.llm.retry import backoff_delay, parse_ratelimit_headers, parse_retry_after
-from shared.llm.settings import LLMSettings, StageConfig
+from shared.llm.schema import response_format
+from shared.llm.settings import LLMSettings, StageConfig, SystemRole
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +66,53 @@ STAGE_HEADER = "X-Voc-Stage"
 PROMPT_VERSION_HEADER = "X-Voc-Prompt-Version"
 _RETRYABLE_STATUS = {408, 409, 425}
 _MAX_TOKENS_GROWTH = 4
+# A call that ends this long after its deadline (plus the Redis timeout: the cache write
+# after the last provider call) counts as an overrun; the HTTP layer's own timeout is a
+# second behind the asyncio one.
+DEADLINE_GRACE_S = 1.0
 
 CORRECTION = (
-    "Your previous answer could not be used: {error}. Answer again with only the JSON "
-    "object, exactly as the schema in the instructions requires - no prose, no code fences."
+    "Your previous answer (retry {retry}) could not be used.\n{error}\n{hint}"
+    "Answer again with only the JSON object, exactly as the schema in the instructions "
+    "requires - no prose, no code fences."
 )
+
+
+def expected_output_tokens(input_chars: int, max_tokens: int) -> int:
+    """A generous guess of an answer's length: twice the input's ~3-characters tokens plus
+    a fixed overhead, at most `max_tokens`. Stages answer in proportion to their input
+    (a translation, the insights of one review), never with more than `max_tokens`."""
+    return min(max_tokens, 64 + 2 * (input_chars // 3))
+
+
+def call_timeout(cfg: StageConfig, expected_tokens: int, remaining_s: float) -> float:
+    """One provider call's timeout: `timeout_base_s + expected_tokens / decode_tps`, at
+    most `timeout_s` and the time left before the deadline (`decode_tps=0`: `timeout_s`)."""
+    timeout = cfg.timeout_s
+    if cfg.decode_tps > 0:
+        timeout = min(timeout, cfg.timeout_base_s + expected_tokens / cfg.decode_tps)
+    return max(0.05, min(timeout, remaining_s))
+
+
+def shape_messages(messages: list[dict[str, str]], role: SystemRole) -> list[dict[str, str]]:
+    """The chat messages as the provider wants them: with `role="user"` the system text
+    opens the first user turn (Gemma's template; llama.cpp's `gemma` format would drop
+    a system message), separated from it by a blank line."""
+    if role == "system":
+        return messages
+    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+    rest = [m for m in messages if m["role"] != "system"]
+    if not system:
+        return rest
+    if rest and rest[0]["role"] == "user":
+        return [{"role": "user", "content": f"{system}\n\n{rest[0]['content']}"}, *rest[1:]]
+    return [{"role": "user", "content": system}, *rest]
+
+
+def hotter(temperature: float, step: float, ceiling: float) -> float:
+    """The next corrective retry's temperature: `step` higher, at most `ceiling` (never
+    lower than it was)."""
+    return max(temperature, min(temperature + step, ceiling))
 
 
 class _Retry(Exception):
@@ -89,6 +142,7 @@ class LLM:
         self.metrics = metrics or llm_metrics()
         gate = asyncio.Semaphore(settings.redis_max_concurrency)
         self.limiter = limiter or RateLimiter(redis, settings, self.metrics, gate=gate)
+        self.slots = ConcurrencyLimiter(redis, settings, self.metrics, gate=gate)
         self.cache = cache or ResultCache(
             redis, ttl_s=settings.cache_ttl_s, timeout_s=settings.redis_timeout_s, gate=gate
         )
@@ -139,10 +193,14 @@ class LLM:
         """
         cfg = self.settings.for_stage(stage)
         start = time.monotonic()
+        deadline = start + self.settings.deadline_s
         key = cache_key(self.settings.key_prefix, stage, prompt, cfg.model, input, scope=job_id)
+        call = functools.partial(
+            self._call, cfg, prompt, input, output_model, job_id, validate, key, deadline
+        )
         try:
             if not cache:
-                return await self._call(cfg, prompt, input, output_model, job_id, validate, key)
+                return await call()
             # Identical calls in flight share one lookup and one provider call: the first
             # registers itself before its first await, the others wait for its answer.
             leader = self._inflight.get(key)
@@ -156,9 +214,7 @@ class LLM:
             try:
                 result = await self._from_cache(cfg, key, output_model, validate)
                 if result is None:
-                    result = await self._call(
-                        cfg, prompt, input, output_model, job_id, validate, key
-                    )
+                    result = await call()
             except BaseException as exc:
                 if isinstance(exc, asyncio.CancelledError):
                     fut.cancel()
@@ -172,7 +228,11 @@ class LLM:
                 if self._inflight.get(key) is fut:
                     del self._inflight[key]
         finally:
-            self.metrics.complete_latency.labels(stage, cfg.model).observe(time.monotonic() - start)
+            end = time.monotonic()
+            self.metrics.complete_latency.labels(stage, cfg.model).observe(end - start)
+            if end > deadline + DEADLINE_GRACE_S + self.settings.redis_timeout_s:
+                self.metrics.deadline_overruns.labels(stage, cfg.model).inc()
+                log.warning("llm %s: call ended %.1fs after its deadline", stage, end - deadline)
 
     async def _follow(
         self,
@@ -225,26 +285,44 @@ class LLM:
         job_id: str | None,
         validate: Callable[[T], None] | None,
         key: str,
+        deadline: float,
     ) -> T:
         s = self.settings
         m = self.metrics
         stage, model = cfg.stage, cfg.model
-        deadline = time.monotonic() + s.deadline_s
-        base_messages = prompt.messages(input)
+        base_messages = shape_messages(prompt.messages(input), cfg.system_role)
         messages = base_messages
+        input_chars = len(prompt.user(input))
+        fmt = response_format(cfg.structured, stage, output_model, strict=s.structured_strict)
         max_tokens = cfg.max_tokens
+        temperature = cfg.temperature
         failures = 0
+        timeouts = 0
         malformed = 0
         calls = 0
         while True:
             est = estimate_tokens(messages, max_tokens)
-            grant = await self.limiter.acquire(cfg, est, job_id=job_id, deadline=deadline)
-            m.limiter_wait.labels(stage, model).observe(grant.waited_s)
-            calls += 1
             try:
-                text, finish = await self._attempt(cfg, prompt, messages, max_tokens, est, deadline)
+                async with self.slots.hold(cfg, deadline):
+                    grant = await self.limiter.acquire(cfg, est, job_id=job_id, deadline=deadline)
+                    m.limiter_wait.labels(stage, model).observe(grant.waited_s)
+                    calls += 1
+                    # Sized when the call goes (slot and limiter waits are behind us), and
+                    # longer after each timeout: the guess may have been too short.
+                    expected = expected_output_tokens(input_chars, max_tokens) * 2**timeouts
+                    timeout = call_timeout(cfg, expected, deadline - time.monotonic())
+                    body: dict[str, Any] = {
+                        "model": model,
+                        "messages": messages,
+                        "temperature": temperature,
+                        "max_tokens": max_tokens,
+                    }
+                    if fmt is not None:
+                        body["response_format"] = fmt
+                    text, finish = await self._attempt(cfg, prompt, body, est, timeout)
             except _Retry as r:
                 failures += 1
+                timeouts += r.kind == "timeout"
                 m.errors.labels(stage, model, r.kind).inc()
                 if r.kind == "rate_limited":
                     await self.limiter.penalize(cfg, r.retry_after or 1.0)
@@ -271,11 +349,12 @@ class LLM:
                 malformed += 1
                 kind = "truncated" if truncated else "malformed"
                 m.errors.labels(stage, model, kind).inc()
-                reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+                reason = describe_error(exc, s.correction_max_chars)
                 if malformed >= s.malformed_attempts:
                     log.warning("llm %s: answer still %s after %d calls", stage, kind, calls)
                     raise LLMMalformedOutput(
-                        f"{stage}: {kind} answer after {malformed} tries: {reason}",
+                        f"{stage}: {kind} answer after {malformed} tries: "
+                        f"{reason.splitlines()[0][:200]}",
                         stage=stage,
                         attempts=calls,
                         raw=text or "",
@@ -290,10 +369,19 @@ class LLM:
                     max_tokens = min(max_tokens * 2, cfg.max_tokens * _MAX_TOKENS_GROWTH)
                     messages = base_messages
                 else:
+                    # A retry must differ from the call it corrects: at temperature 0 the
+                    # same request gets the same answer, byte for byte.
+                    temperature = hotter(
+                        temperature, s.retry_temperature_step, s.retry_temperature_max
+                    )
+                    hint = echo_hint(text, input)
+                    correction = CORRECTION.format(
+                        retry=malformed, error=reason, hint=f"{hint}\n" if hint else ""
+                    )
                     messages = [
                         *base_messages,
                         {"role": "assistant", "content": (text or "")[:4000]},
-                        {"role": "user", "content": CORRECTION.format(error=reason)},
+                        {"role": "user", "content": correction},
                     ]
                 continue
             if repaired:
@@ -306,23 +394,18 @@ class LLM:
         self,
         cfg: StageConfig,
         prompt: PromptTemplate,
-        messages: list[dict[str, str]],
-        max_tokens: int,
+        body: dict[str, Any],
         estimate: int,
-        deadline: float,
+        timeout: float,
     ) -> tuple[str | None, str | None]:
-        """One provider call: (content, finish_reason), or `_Retry` / a final error."""
+        """One provider call: (content, finish_reason), or `_Retry` / a final error.
+
+        On timeout or cancellation the request's task is cancelled inside httpx, which
+        closes the connection instead of returning it to the pool: the server sees the
+        client go away (tests/integration/test_llm_concurrency.py checks that it does).
+        """
         m = self.metrics
         stage, model = cfg.stage, cfg.model
-        body: dict[str, Any] = {
-            "model": model,
-            "messages": messages,
-            "temperature": cfg.temperature,
-            "max_tokens": max_tokens,
-        }
-        if self.settings.json_mode:
-            body["response_format"] = {"type": "json_object"}
-        timeout = max(0.05, min(cfg.timeout_s, deadline - time.monotonic()))
         t0 = time.monotonic()
         outcome = "error"
         try:

@@ -15,6 +15,10 @@ Created on first use (`llm_metrics()`), not at import, and once per registry, so
 - `voc_llm_ratelimit_stale_slots_total`: slots given up by callers that woke too late
 - `voc_llm_cache_hits_total` / `voc_llm_cache_misses_total`: result cache
 - `voc_llm_complete_latency_seconds`: whole `complete()` incl. waits and retries
+- `voc_llm_concurrency_wait_seconds`: time spent waiting for a concurrency slot
+- `voc_llm_concurrency_fallback`: 1 while the concurrency cap runs on its local fallback
+- `voc_llm_inflight`: calls of this process holding a concurrency slot now
+- `voc_llm_deadline_overruns_total`: `complete()` calls that ended after their deadline
 """
 
 from __future__ import annotations
@@ -45,6 +49,10 @@ class LLMMetrics:
     limiter_stale: Counter
     cache_hits: Counter
     cache_misses: Counter
+    concurrency_wait: Histogram
+    concurrency_fallback: Gauge
+    inflight: Gauge
+    deadline_overruns: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> LLMMetrics:
@@ -104,6 +112,30 @@ class LLMMetrics:
             ),
             cache_misses=Counter(
                 "voc_llm_cache_misses", "LLM result cache misses", sm, registry=registry
+            ),
+            concurrency_wait=Histogram(
+                "voc_llm_concurrency_wait_seconds",
+                "Time waited for a slot of the shared LLM concurrency cap",
+                sm,
+                buckets=_WAIT_BUCKETS,
+                registry=registry,
+            ),
+            concurrency_fallback=Gauge(
+                "voc_llm_concurrency_fallback",
+                "1 while the LLM concurrency cap uses its local fallback (Redis unreachable)",
+                registry=registry,
+            ),
+            inflight=Gauge(
+                "voc_llm_inflight",
+                "LLM calls of this process holding a concurrency slot",
+                sm,
+                registry=registry,
+            ),
+            deadline_overruns=Counter(
+                "voc_llm_deadline_overruns",
+                "complete() calls that ended after their deadline",
+                sm,
+                registry=registry,
             ),
         )
 

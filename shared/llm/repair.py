@@ -6,6 +6,10 @@ tries, in order: the text as is; without fences and reasoning blocks; the outerm
 balanced `{...}`; the same with trailing commas removed; and finally, for a truncated
 answer, the longest prefix that ends after a complete value, with the open brackets
 closed. Everything here is pure and synchronous.
+
+`describe_error` and `echo_hint` write what a corrective retry tells the model: every
+validation error (bounded), and whether the answer was the schema or the input echoed
+back, as weak models under JSON mode do.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -229,3 +233,42 @@ def validate_reply(
         return result, repaired
     assert first_error is not None
     raise first_error
+
+
+def describe_error(exc: BaseException, limit: int = 1500) -> str:
+    """Every validation error of `exc`, one line each (`loc: message (got input)`), at most
+    `limit` characters; other errors as their message."""
+    if isinstance(exc, ValidationError):
+        errors = exc.errors(include_url=False)
+        lines = [f"{len(errors)} validation error(s) for {exc.title}:"]
+        for e in errors:
+            loc = ".".join(str(p) for p in e.get("loc", ())) or "(the whole answer)"
+            got = json.dumps(e.get("input"), ensure_ascii=False, default=str)
+            if len(got) > 80:
+                got = got[:77] + "..."
+            lines.append(f"- {loc}: {e.get('msg', '')} (got {got})")
+        text = "\n".join(lines)
+    else:
+        text = str(exc) or type(exc).__name__
+    if len(text) > limit:
+        text = text[: max(0, limit - 12)] + " ... (more)"
+    return text
+
+
+_SCHEMA_KEYS = frozenset({"$defs", "properties", "$schema"})
+
+
+def echo_hint(text: str | None, input: dict[str, Any]) -> str | None:
+    """What to tell a model whose answer is the JSON schema or the input sent back, or None."""
+    found = json_candidates(text)
+    if not found:
+        return None
+    obj = found[0][0]
+    if obj == input:
+        return "You sent the input back unchanged instead of answering it."
+    if _SCHEMA_KEYS & obj.keys() or (obj.get("type") == "object" and "required" in obj):
+        return (
+            "You sent back the JSON schema itself. Do not repeat the schema: answer with "
+            "data, an object whose keys are the schema's properties."
+        )
+    return None

@@ -15,7 +15,33 @@ Every value comes from the environment with the `VOC_LLM_` prefix (default in br
 - `VOC_LLM_MAX_ATTEMPTS` [5]: provider calls while they fail with 429/5xx/timeouts
 - `VOC_LLM_MALFORMED_ATTEMPTS` [3]: calls while the answer is malformed or rejected
 - `VOC_LLM_BACKOFF_BASE_S` [0.5], `VOC_LLM_BACKOFF_MAX_S` [20]: backoff, full jitter
-- `VOC_LLM_JSON_MODE` [true]: send `response_format={"type": "json_object"}`
+- `VOC_LLM_STRUCTURED` [json_schema]: how the answer's shape is asked for -
+  `json_schema`: `response_format={"type": "json_schema", "json_schema": {...}}` with the
+  schema derived from the stage's output model, enforced by the server (OpenAI, vLLM,
+  llama.cpp's llama-server, Ollama); `json_object_schema`: `{"type": "json_object",
+  "schema": {...}}`, the same enforcement in the form llama-cpp-python's server and
+  Anyscale-style servers take; `json_object`: JSON mode, schema only in the prompt;
+  `off`: no `response_format` (the schema is in the prompt, repair does the rest)
+- `VOC_LLM_STRUCTURED_STRICT` [true]: `strict` of a `json_schema` request
+- `VOC_LLM_SYSTEM_ROLE` [system]: `user` sends the system text at the top of the first
+  user turn instead of as a system message (Gemma's own template does that; llama.cpp's
+  `gemma` chat format drops system messages)
+- `VOC_LLM_MAX_CONCURRENCY` [0 = unlimited]: calls in flight at once per provider+model,
+  shared by every replica through Redis (`shared.llm.concurrency`): self-hosted servers
+  are bounded by concurrency, not by requests per second
+- `VOC_LLM_CONCURRENCY_LEASE_S` [15]: a slot's lease; holders renew it every third of
+  that while their call runs, so a killed holder's slot comes back within one lease
+- `VOC_LLM_CONCURRENCY_POLL_S` [0.25]: how often a caller waiting for a slot asks Redis
+  again at most (a slot freed in the same process wakes its waiters at once)
+- `VOC_LLM_TIMEOUT_BASE_S` [10], `VOC_LLM_DECODE_TPS` [20]: the per-call timeout is
+  `base + expected output tokens / decode rate` (base covers connection and prompt
+  processing), at most `VOC_LLM_TIMEOUT_S` and never past the deadline;
+  `VOC_LLM_DECODE_TPS=0` uses `VOC_LLM_TIMEOUT_S` alone
+- `VOC_LLM_RETRY_TEMPERATURE_STEP` [0.3], `VOC_LLM_RETRY_TEMPERATURE_MAX` [1.0]: each
+  corrective retry after a malformed answer samples this much hotter (up to the max),
+  so a retry at temperature 0 cannot repeat the same answer byte for byte
+- `VOC_LLM_CORRECTION_MAX_CHARS` [1500]: how much of the validation errors a corrective
+  retry quotes back to the model
 - `VOC_LLM_LIMITER_HORIZON_S` [2]: how far ahead reservations may reach; this queue is
   shared equally among active jobs
 - `VOC_LLM_LIMITER_ACTIVE_WINDOW_S` [5]: a job counts as active this long after a call
@@ -33,9 +59,11 @@ Every value comes from the environment with the `VOC_LLM_` prefix (default in br
 
 Per-stage overrides: `VOC_LLM_<STAGE>_<FIELD>` for STAGE in LEARN, TRANSLATE, INSIGHT,
 THEME, REPORT and FIELD in BASE_URL, API_KEY, MODEL, TEMPERATURE, MAX_TOKENS, TIMEOUT_S,
-RPS, TPM - e.g. `VOC_LLM_TRANSLATE_MODEL=qwen-mt-turbo`. The quota (RPS/TPM) belongs to
-a provider + model pair: stages that share a model share one bucket, so give them the same
-RPS/TPM. Use `LLMSettings.for_stage(stage)` to get the resolved values.
+RPS, TPM, MAX_CONCURRENCY, STRUCTURED, SYSTEM_ROLE, TIMEOUT_BASE_S, DECODE_TPS - e.g.
+`VOC_LLM_TRANSLATE_MODEL=qwen-mt-turbo`. The quota (RPS/TPM) and the concurrency cap
+belong to a provider + model pair: stages that share a model share one bucket and one
+set of slots, so give them the same RPS/TPM/MAX_CONCURRENCY. Use
+`LLMSettings.for_stage(stage)` to get the resolved values.
 """
 
 from __future__ import annotations
@@ -43,12 +71,15 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 STAGES = ("learn", "translate", "insight", "theme", "report")
+Structured = Literal["json_schema", "json_object_schema", "json_object", "off"]
+SystemRole = Literal["system", "user"]
 _OVERRIDE_FIELDS = (
     "base_url",
     "api_key",
@@ -58,6 +89,11 @@ _OVERRIDE_FIELDS = (
     "timeout_s",
     "rps",
     "tpm",
+    "max_concurrency",
+    "structured",
+    "system_role",
+    "timeout_base_s",
+    "decode_tps",
 )
 _OVERRIDE_RE = re.compile(
     r"^VOC_LLM_("
@@ -79,6 +115,11 @@ class StageOverride(BaseModel):
     timeout_s: float | None = None
     rps: float | None = None
     tpm: int | None = None
+    max_concurrency: int | None = Field(default=None, ge=0)
+    structured: Structured | None = None
+    system_role: SystemRole | None = None
+    timeout_base_s: float | None = Field(default=None, gt=0)
+    decode_tps: float | None = Field(default=None, ge=0)
 
 
 def overrides_from_env(environ: dict[str, str] | None = None) -> dict[str, StageOverride]:
@@ -105,6 +146,11 @@ class StageConfig:
     timeout_s: float
     rps: float
     tpm: int
+    max_concurrency: int = 0
+    structured: Structured = "json_schema"
+    system_role: SystemRole = "system"
+    timeout_base_s: float = 10.0
+    decode_tps: float = 20.0
 
     @property
     def limit_key(self) -> str:
@@ -133,7 +179,17 @@ class LLMSettings(BaseSettings):
     malformed_attempts: int = Field(default=3, ge=1)
     backoff_base_s: float = Field(default=0.5, ge=0)
     backoff_max_s: float = Field(default=20.0, ge=0)
-    json_mode: bool = True
+    structured: Structured = "json_schema"
+    structured_strict: bool = True
+    system_role: SystemRole = "system"
+    max_concurrency: int = Field(default=0, ge=0)
+    concurrency_lease_s: float = Field(default=15.0, gt=0)
+    concurrency_poll_s: float = Field(default=0.25, gt=0)
+    timeout_base_s: float = Field(default=10.0, gt=0)
+    decode_tps: float = Field(default=20.0, ge=0)
+    retry_temperature_step: float = Field(default=0.3, ge=0)
+    retry_temperature_max: float = Field(default=1.0, ge=0)
+    correction_max_chars: int = Field(default=1500, ge=100)
     limiter_horizon_s: float = Field(default=2.0, gt=0)
     limiter_active_window_s: float = Field(default=5.0, gt=0)
     limiter_max_late_s: float = Field(default=0.1, ge=0)
@@ -159,4 +215,11 @@ class LLMSettings(BaseSettings):
             timeout_s=self.timeout_s if o.timeout_s is None else o.timeout_s,
             rps=self.rps if o.rps is None else o.rps,
             tpm=self.tpm if o.tpm is None else o.tpm,
+            max_concurrency=(
+                self.max_concurrency if o.max_concurrency is None else o.max_concurrency
+            ),
+            structured=self.structured if o.structured is None else o.structured,
+            system_role=self.system_role if o.system_role is None else o.system_role,
+            timeout_base_s=self.timeout_base_s if o.timeout_base_s is None else o.timeout_base_s,
+            decode_tps=self.decode_tps if o.decode_tps is None else o.decode_tps,
         )

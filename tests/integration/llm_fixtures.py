@@ -139,6 +139,12 @@ class FakeLLM:
             bad_quote_rate=0,
             fault_match=None,
             hang_s=600,
+            slots=0,
+            token_latency_ms=0,
+            finish_for_gone_clients=True,
+            echo_rate=0,
+            stubborn_rate=0,
+            max_items=0,
         )
         httpx.post(
             self.url + "/stats/reset", headers=admin_headers(), timeout=10
@@ -147,7 +153,10 @@ class FakeLLM:
 
 def start_fake_llm(*args: str) -> FakeLLM:
     """Run `python -m voc.fake_llm --port 0 ...` and wait until it listens."""
-    proc, url = launch.spawn(*args, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    # (a generous start timeout: imports take tens of seconds on a starved machine)
+    proc, url = launch.spawn(
+        *args, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout_s=120.0
+    )
     return FakeLLM(url, proc)
 
 

@@ -112,8 +112,9 @@ async def test_a_review_that_keeps_failing_is_dead_lettered_alone() -> None:
     batch[1] = Incoming(event, "voc.reviews.learned", 0, 1, event.to_bytes(), b"job-1:1")
     fake = FakeTranslator()
     result = await _handler(fake).handle(batch)
-    # One packed call fails; each of its 12 reviews is retried alone; only one fails again.
-    assert len(fake.calls) == 1 + 12
+    # One packed call of 12 fails as malformed; the packer splits it in halves, and the half
+    # carrying the poison again, down to the poisoned review alone: 12, 6+6, 3+3, 1+2, 1+1.
+    assert [len(c) for c in fake.calls] == [12, 6, 6, 3, 3, 1, 2, 1, 1]
     (dead,) = result.dead_letters
     assert dead.review_id == poisoned.id and dead.job_id == "job-1"
     assert dead.error_type == "LLMMalformedOutput"

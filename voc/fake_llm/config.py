@@ -1,4 +1,5 @@
-"""Configuration of the fake LLM server: latency, server-side rate limit, fault injection.
+"""Configuration of the fake LLM server: latency, server-side rate limit, fault injection,
+and the slow, single-slot and weak-model modes that behave like a small self-hosted model.
 
 Set from CLI flags, from `VOC_FAKE_LLM_<FIELD>` environment variables (e.g.
 `VOC_FAKE_LLM_ERROR_RATE=0.1`, `VOC_FAKE_LLM_LATENCY_MS=300-1500`), and at runtime by
@@ -41,6 +42,35 @@ class FakeConfig(BaseModel):
     )
     hang_s: float = Field(default=600.0, ge=0)
     seed: int = 0
+    # Like a self-hosted server (llama.cpp with `slots` slots): at most this many requests
+    # generate at once, the rest wait in a FIFO queue; 0 = no limit.
+    slots: int = Field(default=0, ge=0, description="requests generating at once; 0 = any")
+    token_latency_ms: float = Field(
+        default=0.0, ge=0, description="generation time per completion token"
+    )
+    finish_for_gone_clients: bool = Field(
+        default=True,
+        description="a started generation runs to its end when its client left (as "
+        "llama-cpp-python's server does); False: it stops at once",
+    )
+    # Weak-model faults, per request (echo, stubborn) or per request size (max_items).
+    echo_rate: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="answer the schema of the prompt (else the input) back, unless the "
+        "request enforces a schema",
+    )
+    stubborn_rate: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="fraction of inputs answered malformed, the same answer again for as "
+        "long as the sampling (temperature, seed) of the first such request is unchanged",
+    )
+    max_items: int = Field(
+        default=0, ge=0, description="translate: a request of more items is answered junk"
+    )
 
     @model_validator(mode="after")
     def _latency_order(self) -> FakeConfig:

@@ -14,22 +14,36 @@ Routes:
 - `GET /metrics`: Prometheus text
 
 Order of decisions per request: server-side rate limit (429 with `Retry-After`,
-`retry-after-ms` and `x-ratelimit-*`), then latency, then at most one injected fault
-(5xx, hang, malformed, truncated, fenced, missing item, bad quote) - faults only for
-inputs containing `fault_match` when it is set.
+`retry-after-ms` and `x-ratelimit-*`), then `response_format` (a `json_schema` that a
+strict provider would refuse gets a 400), then a generation slot (with `slots` set, at
+most that many requests generate at once and the rest queue, as in llama.cpp; a queued
+request whose client left is skipped), then latency and per-token generation time, then
+at most one injected fault (5xx, hang, malformed, truncated, fenced, missing item, bad
+quote) - faults only for inputs containing `fault_match` when it is set - and the weak
+model's ways (`echo_rate`, `stubborn_rate`, `max_items`).
+
+The input is the first user message that is a JSON object, or the last paragraph of it
+when the system text opens the user turn (`VOC_LLM_SYSTEM_ROLE=user`).
+
+`/stats` counts the `response_format` modes requested, requests whose client went away
+before the answer (`client_gone`: while queued or while generating), generations
+finished for nobody (`wasted_generations`) and the peak of requests generating and queued.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import random
+import re
 import socket
 import time
 import zlib
 from collections import deque
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -60,6 +74,34 @@ FAULTS = (
 )
 _JSON = [(b"content-type", b"application/json")]
 _ARRIVALS_MAX = 500_000
+_STUCK_MAX = 100_000
+# What OpenAI's strict structured outputs accept in a schema; anything else is refused.
+STRICT_KEYWORDS = frozenset(
+    {
+        "type",
+        "properties",
+        "required",
+        "additionalProperties",
+        "items",
+        "enum",
+        "const",
+        "anyOf",
+        "description",
+        "title",
+        "minItems",
+        "maxItems",
+        "minimum",
+        "maximum",
+        "exclusiveMinimum",
+        "exclusiveMaximum",
+        "multipleOf",
+        "pattern",
+        "format",
+        "$defs",
+        "$ref",
+    }
+)
+_SCHEMA_NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
 
 class TokenBucket:
@@ -108,6 +150,21 @@ class Stats:
         self.completion_tokens = 0
         self.arrivals: deque[float] = deque(maxlen=_ARRIVALS_MAX)
         self.rate_limited_at: deque[float] = deque(maxlen=_ARRIVALS_MAX)
+        self.response_formats: dict[str, int] = {}
+        self.system_messages = 0
+        self.schema_rejected = 0
+        self.client_gone_queued = 0
+        self.client_gone_generating = 0
+        self.wasted_generations = 0
+        self.active = 0
+        self.queued = 0
+        self.max_active = 0
+        self.max_queued = 0
+        self.stubborn = 0
+        self.echoed = 0
+        self.too_many_items = 0
+        # stubborn inputs -> the sampling (temperature, seed) of their first request
+        self.stuck: dict[int, tuple[Any, Any]] = {}
 
     def stage(self, stage: str) -> dict[str, Any]:
         """The per-stage counters (created on first use)."""
@@ -140,11 +197,39 @@ class Stats:
             "tokens": {"prompt": self.prompt_tokens, "completion": self.completion_tokens},
             "max_requests_in_1s": self.max_in_window(1.0),
             "uptime_s": round(time.time() - self.started, 3),
+            "response_formats": dict(self.response_formats),
+            "system_messages": self.system_messages,
+            "schema_rejected": self.schema_rejected,
+            "client_gone": self.client_gone_queued + self.client_gone_generating,
+            "client_gone_queued": self.client_gone_queued,
+            "client_gone_generating": self.client_gone_generating,
+            "wasted_generations": self.wasted_generations,
+            "active": self.active,
+            "queued": self.queued,
+            "max_active": self.max_active,
+            "max_queued": self.max_queued,
+            "weak": {
+                "echoed": self.echoed,
+                "stubborn": self.stubborn,
+                "too_many_items": self.too_many_items,
+            },
         }
         if arrivals:
             doc["arrivals"] = list(self.arrivals)
             doc["rate_limited_at"] = list(self.rate_limited_at)
         return doc
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """One parsed chat request: its body, messages, stage input and what it enforces."""
+
+    body: dict[str, Any]
+    messages: Any
+    inp: dict[str, Any]
+    user_text: str
+    stage: str
+    enforced: bool
 
 
 class FakeLLMApp:
@@ -157,6 +242,8 @@ class FakeLLMApp:
         self.rng = random.Random(config.seed)
         self.bucket: TokenBucket | None = None
         self._configure_bucket()
+        self.slots: asyncio.Semaphore | None = None
+        self._slots_n = 0
         self.registry = CollectorRegistry()
         self.m_requests = Counter(
             "fake_llm_requests", "Chat requests", ("stage", "status"), registry=self.registry
@@ -262,8 +349,17 @@ class FakeLLMApp:
 
     async def chat(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> None:
         """`POST /v1/chat/completions`."""
+        # Resolves when the client goes away (or once the response is complete).
+        gone = asyncio.ensure_future(_wait_disconnect(receive))
+        try:
+            await self._chat(scope, body, gone, send)
+        finally:
+            gone.cancel()
+
+    async def _chat(
+        self, scope: Scope, body: bytes, gone: asyncio.Future[None], send: Send
+    ) -> None:
         t0 = time.monotonic()
-        c = self.config
         st = self.stats
         st.requests += 1
         st.arrivals.append(t0)
@@ -277,6 +373,10 @@ class FakeLLMApp:
         stage = _header(scope, b"x-voc-stage") or guess_stage(inp) or "unknown"
         ss = st.stage(stage)
         ss["requests"] += 1
+        if isinstance(messages, list) and any(
+            isinstance(m, dict) and m.get("role") == "system" for m in messages
+        ):
+            st.system_messages += 1
 
         rl_headers: list[tuple[bytes, bytes]] = []
         if self.bucket is not None:
@@ -303,8 +403,88 @@ class FakeLLMApp:
                 await _send(send, 429, orjson.dumps(err), headers)
                 return
 
+        mode, problem = check_response_format(req.get("response_format"))
+        st.response_formats[mode] = st.response_formats.get(mode, 0) + 1
+        if problem is not None:
+            st.schema_rejected += 1
+            self.m_requests.labels(stage, "400").inc()
+            err = {"error": {"message": problem, "type": "invalid_request_error"}}
+            await _respond(send, 400, err)
+            return
+        chat = ChatRequest(
+            req, messages, inp, user_text, stage, mode in ("json_schema", "json_object_schema")
+        )
+
+        # The answer is sent once its slot is free again: a client that gets it and sends
+        # its next request at once must find the slot free, as with a real server.
+        outbox: list[Message] = []
+
+        async def later(message: Message) -> None:
+            outbox.append(message)
+
+        async with self._slot(gone) as admitted:
+            if not admitted:
+                return
+            await self._generate(chat, gone, later, rl_headers)
+        for message in outbox:
+            await send(message)
+        self.m_latency.observe(time.monotonic() - t0)
+
+    @contextlib.asynccontextmanager
+    async def _slot(self, gone: asyncio.Future[None]) -> AsyncIterator[bool]:
+        """A generation slot (FIFO); yields False when the client left while queued."""
+        c, st = self.config, self.stats
+        if c.slots != self._slots_n:
+            self.slots = asyncio.Semaphore(c.slots) if c.slots > 0 else None
+            self._slots_n = c.slots
+        sem = self.slots
+        if sem is not None and not sem.locked():
+            await sem.acquire()  # a free slot (and nobody waiting for one): no queue
+        elif sem is not None:
+            st.queued += 1
+            st.max_queued = max(st.max_queued, st.queued)
+            acquire: asyncio.Future[Any] = asyncio.ensure_future(sem.acquire())
+            either: list[asyncio.Future[Any]] = [acquire, gone]
+            try:
+                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                st.queued -= 1
+            got = acquire.done() and not acquire.cancelled()
+            if not got and not acquire.cancel():
+                got = not acquire.cancelled()  # it completed as we cancelled it
+            if gone.done():
+                # As llama-cpp-python does: a request whose client left is skipped when its
+                # turn comes (or now, as it waits).
+                st.client_gone_queued += 1
+                if got:
+                    sem.release()
+                yield False
+                return
+        st.active += 1
+        st.max_active = max(st.max_active, st.active)
+        try:
+            yield True
+        finally:
+            st.active -= 1
+            if sem is not None:
+                sem.release()
+
+    async def _generate(
+        self,
+        chat: ChatRequest,
+        gone: asyncio.Future[None],
+        send: Send,
+        rl_headers: list[tuple[bytes, bytes]],
+    ) -> None:
+        """Compute the answer, take the time a model would, and send it (if anyone waits)."""
+        req, messages, inp, stage = chat.body, chat.messages, chat.inp, chat.stage
+        user_text = chat.user_text
+        c = self.config
+        st = self.stats
+        ss = st.stage(stage)
+        latency_s = 0.0
         if c.latency_max_ms > 0:
-            await asyncio.sleep(self.rng.uniform(c.latency_min_ms, c.latency_max_ms) / 1000)
+            latency_s = self.rng.uniform(c.latency_min_ms, c.latency_max_ms) / 1000
 
         fault = self._pick_fault(stage, user_text)
         if fault:
@@ -312,6 +492,7 @@ class FakeLLMApp:
             ss["faults"][fault] += 1
             self.m_faults.labels(stage, fault).inc()
         if fault == "server_error":
+            await asyncio.sleep(latency_s)
             status = 500 if self.rng.random() < 0.5 else 503
             self.m_requests.labels(stage, str(status)).inc()
             await _respond(
@@ -322,9 +503,11 @@ class FakeLLMApp:
             return
         if fault == "timeout":
             try:
-                await asyncio.wait_for(_wait_disconnect(receive), c.hang_s)
+                await asyncio.wait_for(asyncio.shield(gone), c.hang_s)
             except TimeoutError:
                 await _respond(send, 504, {"error": {"message": "injected hang ended"}})
+            else:
+                st.client_gone_generating += 1
             return
 
         try:
@@ -341,7 +524,10 @@ class FakeLLMApp:
             out = paraphrase_quotes(out, str(inp.get("text") or ""))
         content = orjson.dumps(out).decode()
         finish = "stop"
-        if fault == "malformed":
+        weak = self._weak_answer(chat, seed, content)
+        if weak is not None:
+            content = weak
+        elif fault == "malformed":
             content = _malformed(content, seed)
         elif fault == "truncated":
             content = content[: max(1, int(len(content) * 0.6))]
@@ -351,12 +537,24 @@ class FakeLLMApp:
 
         prompt_tokens = sum(len(str(m.get("content") or "")) for m in messages) // 4 + 1
         completion_tokens = len(content) // 4 + 1
+        work_s = latency_s + completion_tokens * c.token_latency_ms / 1000
+        if work_s > 0:
+            sleep = asyncio.ensure_future(asyncio.sleep(work_s))
+            waits: set[asyncio.Future[Any]] = {sleep}
+            if not c.finish_for_gone_clients:
+                waits.add(gone)
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            sleep.cancel()
+        if gone.done():
+            st.client_gone_generating += 1
+            if c.finish_for_gone_clients:
+                st.wasted_generations += 1
+            return
         st.prompt_tokens += prompt_tokens
         st.completion_tokens += completion_tokens
         st.ok += 1
         ss["ok"] += 1
         self.m_requests.labels(stage, "200").inc()
-        self.m_latency.observe(time.monotonic() - t0)
         doc = {
             "id": f"chatcmpl-fake-{seed:08x}-{st.requests}",
             "object": "chat.completion",
@@ -422,6 +620,27 @@ class FakeLLMApp:
         self.m_latency.observe(time.monotonic() - t0)
         await _send(send, 200, orjson.dumps(doc), [*_JSON, *rl_headers])
 
+    def _weak_answer(self, chat: ChatRequest, seed: int, content: str) -> str | None:
+        """A weak model's unusable answer, or None (see `FakeConfig`'s weak-model fields)."""
+        c, st = self.config, self.stats
+        inp, stage = chat.inp, chat.stage
+        if c.max_items and stage == "translate" and len(inp.get("items") or ()) > c.max_items:
+            st.too_many_items += 1
+            return _malformed(orjson.dumps(inp).decode(), seed)
+        if c.stubborn_rate > 0 and (seed % 10_000) < c.stubborn_rate * 10_000:
+            sampling = (chat.body.get("temperature"), chat.body.get("seed"))
+            first = st.stuck.setdefault(seed, sampling)
+            if len(st.stuck) > _STUCK_MAX:
+                st.stuck.clear()
+            if first == sampling:
+                st.stubborn += 1
+                return _malformed(content, seed)
+        if not chat.enforced and c.echo_rate > 0 and self.rng.random() < c.echo_rate:
+            st.echoed += 1
+            schema = _schema_in(chat.messages)
+            return schema if schema is not None else orjson.dumps(inp).decode()
+        return None
+
     def _pick_fault(self, stage: str, user_text: str) -> str | None:
         c = self.config
         if c.fault_match is not None and c.fault_match not in user_text:
@@ -453,13 +672,87 @@ def _input_of(messages: Any) -> tuple[dict[str, Any], str]:
                     text = "".join(p.get("text", "") for p in text if isinstance(p, dict))
                 if not isinstance(text, str):
                     continue
-                try:
-                    value = orjson.loads(text)
-                except orjson.JSONDecodeError:
-                    continue
-                if isinstance(value, dict):
-                    return value, text
+                for candidate in (text, text.rpartition("\n\n")[2]):
+                    try:
+                        value = orjson.loads(candidate)
+                    except orjson.JSONDecodeError:
+                        continue
+                    if isinstance(value, dict):
+                        return value, candidate
     return {}, ""
+
+
+def _schema_in(messages: Any) -> str | None:
+    """The JSON schema the prompt shows (a line that is an object with "properties")."""
+    for m in messages if isinstance(messages, list) else ():
+        text = m.get("content") if isinstance(m, dict) else None
+        for line in text.splitlines() if isinstance(text, str) else ():
+            if '"properties"' not in line:
+                continue
+            with contextlib.suppress(orjson.JSONDecodeError):
+                if isinstance(orjson.loads(line), dict):
+                    return line
+    return None
+
+
+def check_response_format(fmt: Any) -> tuple[str, str | None]:
+    """(mode, why it is refused or None), as a provider checks `response_format`.
+
+    Modes: `none`, `text`, `json_object`, `json_object_schema` (llama-cpp-python's form),
+    `json_schema`. A `json_schema` needs a valid name and an object schema; with `strict`
+    every object must list all its properties as required, forbid additional ones and use
+    only the keywords strict mode supports (OpenAI's rules).
+    """
+    if fmt is None:
+        return "none", None
+    if not isinstance(fmt, dict):
+        return "invalid", "response_format must be an object"
+    kind = fmt.get("type")
+    if kind == "text":
+        return "text", None
+    if kind == "json_object":
+        if "schema" in fmt:
+            ok = isinstance(fmt["schema"], dict)
+            return "json_object_schema", None if ok else "response_format.schema: not an object"
+        return "json_object", None
+    if kind != "json_schema":
+        return "invalid", f"response_format.type: invalid value {kind!r}"
+    spec = fmt.get("json_schema")
+    if not isinstance(spec, dict) or not isinstance(spec.get("schema"), dict):
+        return "json_schema", "response_format.json_schema.schema: missing"
+    name = spec.get("name")
+    if not isinstance(name, str) or not _SCHEMA_NAME_RE.match(name):
+        return "json_schema", f"response_format.json_schema.name: invalid {name!r}"
+    if spec.get("strict"):
+        problem = _strict_problem(spec["schema"], "")
+        if problem is not None:
+            return "json_schema", f"Invalid schema for response_format {name!r}: {problem}"
+    return "json_schema", None
+
+
+def _strict_problem(node: Any, path: str) -> str | None:
+    """The first violation of strict mode's rules in `node`, or None."""
+    if not isinstance(node, dict):
+        return None
+    for key in node:
+        if key not in STRICT_KEYWORDS:
+            return f"{path or 'root'}: {key!r} is not permitted"
+    if node.get("type") == "object":
+        props = node.get("properties") or {}
+        if node.get("additionalProperties") is not False:
+            return f"{path or 'root'}: 'additionalProperties' must be false"
+        if sorted(node.get("required") or []) != sorted(props):
+            return f"{path or 'root'}: 'required' must list every property"
+    children: list[tuple[str, Any]] = []
+    children += [(f"{path}.{k}", v) for k, v in (node.get("properties") or {}).items()]
+    children += [(f"{path}[]", node["items"])] if "items" in node else []
+    children += [(path, v) for v in node.get("anyOf") or ()]
+    children += [(f"$defs.{k}", v) for k, v in (node.get("$defs") or {}).items()]
+    for child_path, child in children:
+        problem = _strict_problem(child, child_path)
+        if problem is not None:
+            return problem
+    return None
 
 
 def _malformed(content: str, seed: int) -> str:
