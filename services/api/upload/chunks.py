@@ -2,8 +2,9 @@
 
 `ChunkBuilder` sees the rows of one upload in order and returns a `Chunk` (one
 `ReviewsSubmitted` event, serialised) whenever one is full: `max_rows` rows or about
-`max_bytes` of text. It keeps only a 64-bit hash per accepted row's dedup key and the
-first `max_listed` rejections, so its memory stays small for any upload size. The same
+`max_bytes` of text. It keeps only a 128-bit digest per accepted row's dedup key (in
+`dedup.UploadDedup`, at most ~48 bytes a row) and the first `max_listed` rejections, so
+its memory stays small for any upload size. The same
 body always yields the same chunks, so a retried upload (same Idempotency-Key, hence the
 same upload id) produces identical events.
 
@@ -24,6 +25,7 @@ import orjson
 from shared.events import SCHEMA_VERSION
 from shared.reviews import RowError, dedup_key, normalise_row
 
+from .dedup import DIGEST_BYTES, UploadDedup
 from .rows import RawRow
 
 ROW_OVERHEAD_BYTES = 96  # JSON keys and punctuation of a row in the event
@@ -78,8 +80,8 @@ class ChunkBuilder:
         self.max_listed = max_listed
         self.summary = UploadSummary()
         # 128-bit digests of the dedup keys: a false duplicate (a silently dropped row)
-        # is out of reach, and a 100k-row upload holds ~5 MB instead of the keys.
-        self._seen: set[bytes] = set()
+        # is out of reach, and memory per row is fixed (see `dedup`).
+        self._seen = UploadDedup()
         self._rows: list[dict[str, Any]] = []  # SubmittedRow fields, in field order
         self._bytes = 0
 
@@ -95,11 +97,10 @@ class ChunkBuilder:
         except RowError as exc:
             self._reject(raw.row, str(exc))
             return None
-        digest = hashlib.blake2b(dedup_key(row).encode(), digest_size=16).digest()
-        if digest in self._seen:
+        digest = hashlib.blake2b(dedup_key(row).encode(), digest_size=DIGEST_BYTES).digest()
+        if not self._seen.add(digest):
             summary.duplicates += 1
             return None
-        self._seen.add(digest)
         summary.accepted += 1
         size = ROW_OVERHEAD_BYTES + len(row["text"].encode())
         chunk = None
