@@ -8,10 +8,11 @@ its memory stays small for any upload size. The same
 body always yields the same chunks, so a retried upload (same Idempotency-Key, hence the
 same upload id) produces identical events.
 
-Rows are validated by `shared.reviews.normalise_row`, which yields exactly the fields of
-`SubmittedRow`; the event is then serialised straight from dicts with orjson, byte for byte
-what `ReviewsSubmitted.to_bytes()` produces (a unit test holds the two together) but
-without building a pydantic model per row, which would cost more than all the parsing.
+Rows are validated by `shared.reviews.normalise_row`, which yields a `ReviewRow` of the
+topic contract; the chunk is serialised by `ReviewsSubmitted.encode` straight from those
+dicts, byte for byte what the model's `to_bytes()` produces (a unit test holds the two
+together). This is the only validation a row gets: ingest trusts the contract, whose
+constraints every row that decodes satisfies.
 """
 
 from __future__ import annotations
@@ -20,9 +21,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
-from shared.events import SCHEMA_VERSION
+from shared.events import ReviewsSubmitted, SubmittedRow
 from shared.reviews import RowError, dedup_key, normalise_row
 
 from .dedup import DIGEST_BYTES, UploadDedup
@@ -54,11 +53,6 @@ class Chunk:
     rows: int
 
 
-def chunk_key(job_id: str, upload_id: str, chunk_no: int) -> bytes:
-    """The Kafka key of a chunk: unique per chunk so chunks spread over all partitions."""
-    return f"{job_id}:{upload_id}:{chunk_no}".encode()
-
-
 class ChunkBuilder:
     """Turns an upload's raw rows into `ReviewsSubmitted` chunks and an `UploadSummary`."""
 
@@ -82,7 +76,7 @@ class ChunkBuilder:
         # 128-bit digests of the dedup keys: a false duplicate (a silently dropped row)
         # is out of reach, and memory per row is fixed (see `dedup`).
         self._seen = UploadDedup()
-        self._rows: list[dict[str, Any]] = []  # SubmittedRow fields, in field order
+        self._rows: list[SubmittedRow] = []
         self._bytes = 0
 
     def add(self, raw: RawRow) -> Chunk | None:
@@ -106,7 +100,7 @@ class ChunkBuilder:
         chunk = None
         if self._rows and (len(self._rows) >= self.max_rows or self._bytes + size > self.max_bytes):
             chunk = self._cut()
-        self._rows.append({"row": raw.row, **row})
+        self._rows.append(SubmittedRow(**row, row=raw.row))
         self._bytes += size
         return chunk
 
@@ -121,19 +115,15 @@ class ChunkBuilder:
 
     def _cut(self) -> Chunk:
         chunk_no = self.summary.chunks
-        value = orjson.dumps(
-            {
-                "v": SCHEMA_VERSION,
-                "job_id": self.job_id,
-                "tenant_id": self.tenant_id,
-                "upload_id": self.upload_id,
-                "chunk_no": chunk_no,
-                "rows": self._rows,
-            }
+        value = ReviewsSubmitted.encode(
+            job_id=self.job_id,
+            tenant_id=self.tenant_id,
+            upload_id=self.upload_id,
+            chunk_no=chunk_no,
+            rows=self._rows,
         )
-        chunk = Chunk(
-            chunk_no, chunk_key(self.job_id, self.upload_id, chunk_no), value, len(self._rows)
-        )
+        key = ReviewsSubmitted.key(self.job_id, self.upload_id, chunk_no)
+        chunk = Chunk(chunk_no, key, value, len(self._rows))
         self.summary.chunks += 1
         self._rows = []
         self._bytes = 0
