@@ -1,13 +1,21 @@
 """Ingest benchmark: upload N reviews through the API and time until Postgres holds them all.
 
-    python -m bench.ingest [-n 100000] [--file a.csv ...] [--env-file .voc/stack.env]
+    python -m bench.ingest [-n 100000] [--file a.csv ...] [--vs-baseline [--rounds 2]]
+                           [--with-stages] [--direct] [--profile DIR]
 
-Runs against a running stack (`voc up`): the API URL and key, the database and the PID
-files come from its `stack.env`. Same workload as `bench/celery_baseline` (the older design):
-rows from the CSV files' `text,rating` columns cycled with unique review ids (else generated),
-requests of 1,000 rows, 4 in flight; the clock stops when every accepted row is committed.
-Prints reviews/s end to end, API latency p50/p99, the ingest and API processes' peak RSS
-and CPU seconds, and a last line `RESULT {json}`.
+Runs against the local dev stack (`make up`; with `VOC_PORT_OFFSET` exported, your own).
+Same workload as `../shared/bench/celery_baseline` (the older design): the MARC samples'
+`text,rating` columns cycled with unique review ids, requests of 1,000 rows, 4 in flight;
+the clock stops when every accepted row is committed. By default the analysis stages are
+stopped during the run (ingest alone, as the older design is) and started again after;
+`--with-stages` keeps them running. `--vs-baseline` alternates the older design and
+vocstream (ingest alone) `--rounds` times in one window, then runs vocstream once more
+with the stages running, and reports the median ratio and how much the stages cost.
+`--profile DIR` records the API and ingest processes with py-spy during vocstream runs.
+
+Every run's job is removed afterwards (`bench.stackwatch.purge_jobs`), so nothing is left
+for learn to pick up and hold the LLM quota with. Prints per process peak RSS, VmHWM and
+CPU seconds, the core count and last a line `RESULT {json}`.
 """
 
 from __future__ import annotations
@@ -16,19 +24,34 @@ import argparse
 import asyncio
 import csv
 import itertools
-import os
 import random
-import shlex
+import shutil
 import statistics
+import subprocess
 import time
+import uuid
+from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import psycopg
+
+from bench import celery_baseline
+from bench.stackwatch import (
+    ANALYSIS_STAGES,
+    Watch,
+    cores,
+    pending_records,
+    print_table,
+    purge_jobs,
+    say,
+    start_stages,
+    stop_stages,
+)
+from voc.stack import Stack
 
 ROOT = Path(__file__).resolve().parents[1]
 PER_REQUEST = 1000
@@ -49,17 +72,7 @@ WORDS = [
     "love",
     "hate",
 ]
-
-
-def parse_env_file(path: Path) -> dict[str, str]:
-    """KEY=value lines of a stack.env (values may be shell-quoted)."""
-    out: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, _, value = line.partition("=")
-            out[key] = shlex.split(value)[0] if value else ""
-    return out
+VOC_CPU = ("api", "ingest", "postgres", "kafka", "redis")  # what the older design's CPU compares to
 
 
 def load_rows(n: int, files: Sequence[str], seed: int = 7) -> list[dict[str, Any]]:
@@ -89,55 +102,6 @@ def load_rows(n: int, files: Sequence[str], seed: int = 7) -> list[dict[str, Any
 def ndjson(rows: Sequence[dict[str, Any]]) -> bytes:
     """Rows as newline-delimited JSON."""
     return b"\n".join(orjson.dumps(r) for r in rows) + b"\n"
-
-
-@dataclass
-class ProcWatch:
-    """Peak RSS and CPU seconds of one process (by PID) during the run."""
-
-    name: str
-    pid: int | None
-    peak_rss_kb: int = 0
-    cpu_start: float = 0.0
-    cpu_end: float = 0.0
-
-    def _cpu(self) -> float:
-        if self.pid is None:
-            return 0.0
-        try:
-            stat = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0.0
-        return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
-
-    def start(self) -> None:
-        self.cpu_start = self._cpu()
-
-    def sample(self) -> None:
-        if self.pid is None:
-            return
-        try:
-            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    kb = int(line.split()[1])
-                    self.peak_rss_kb = max(self.peak_rss_kb, kb)
-        except OSError:
-            pass
-
-    def stop(self) -> None:
-        self.cpu_end = self._cpu()
-
-    @property
-    def cpu_s(self) -> float:
-        return self.cpu_end - self.cpu_start
-
-
-def _pid(home: Path, name: str) -> int | None:
-    try:
-        pid = int((home / "run" / f"{name}.pid").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-    return pid if Path(f"/proc/{pid}").exists() else None
 
 
 def _requests(rows: Sequence[dict[str, Any]]) -> Iterator[Sequence[dict[str, Any]]]:
@@ -181,14 +145,14 @@ def _chunks(job: str, rows: Sequence[dict[str, Any]]) -> list[tuple[bytes, bytes
     out = []
     for no, start in enumerate(range(0, len(rows), CHUNK_ROWS)):
         part = rows[start : start + CHUNK_ROWS]
-        event = ReviewsSubmitted(
+        value = ReviewsSubmitted.encode(
             job_id=job,
             tenant_id="bench",
             upload_id="bench-direct",
             chunk_no=no,
-            rows=[SubmittedRow(row=start + i + 1, **normalise_row(r)) for i, r in enumerate(part)],
+            rows=[SubmittedRow(**normalise_row(r), row=start + i + 1) for i, r in enumerate(part)],
         )
-        out.append((f"{job}:bench-direct:{no}".encode(), event.to_bytes()))
+        out.append((ReviewsSubmitted.key(job, "bench-direct", no), value))
     return out
 
 
@@ -214,39 +178,26 @@ async def _direct(env: dict[str, str], chunks: Sequence[tuple[bytes, bytes]], up
         await producer.stop()
 
 
-async def run(
-    n: int,
-    files: Sequence[str],
-    env: dict[str, str],
-    direct: bool,
-    pids: dict[str, int] | None = None,
-) -> dict[str, Any]:
-    """Upload, wait until Postgres holds every accepted row, measure; the RESULT document."""
-    api, dsn = env.get("VOC_API_URL", ""), env["DATABASE_URL"]
-    home = Path(env.get("VOC_HOME", ROOT / ".voc"))
-    rows = load_rows(n, files)
-    pids = pids or {}
-    watches = [ProcWatch(name, pids.get(name) or _pid(home, name)) for name in ("ingest", "api")]
+async def _run(
+    rows: Sequence[dict[str, Any]], env: dict[str, str], direct: bool
+) -> tuple[dict[str, Any], str]:
+    api, dsn = env.get("VOC_API_URL", ""), env["DATABASE_URL"].replace("+psycopg", "")
     headers = {"authorization": f"Bearer {env.get('VOC_API_KEY', '')}"}
     up = Uploads()
     limits = httpx.Limits(max_connections=IN_FLIGHT + 2)
-    async with httpx.AsyncClient(timeout=120, headers=headers, limits=limits) as client:
+    async with httpx.AsyncClient(timeout=300, headers=headers, limits=limits) as client:
         if direct:
-            import uuid
-
             job = str(uuid.uuid4())
             chunks = _chunks(job, rows)  # built before the clock starts: only ingest is timed
             uploading = _direct(env, chunks, up)
         else:
             created = await client.post(
-                f"{api}/v1/jobs", json={"product": "bench", "target_language": "en"}
+                f"{api}/v1/jobs", json={"product": "bench-ingest", "target_language": "en"}
             )
             if created.status_code != 201:
                 raise RuntimeError(f"job not created: {created.status_code} {created.text[:500]}")
             job = created.json()["id"]
             uploading = _via_api(client, api, job, rows, up)
-        for w in watches:
-            w.start()
         t0 = time.perf_counter()
         uploads = asyncio.ensure_future(uploading)
         uploaded_at = 0.0
@@ -254,8 +205,6 @@ async def run(
             stored = 0
             while True:
                 await asyncio.sleep(0.05)
-                for w in watches:
-                    w.sample()
                 if uploads.done() and not uploaded_at:
                     uploads.result()  # raises if an upload failed
                     uploaded_at = time.perf_counter() - t0
@@ -265,8 +214,6 @@ async def run(
                 if uploaded_at and stored >= up.accepted:
                     break
         seconds = time.perf_counter() - t0
-    for w in watches:
-        w.stop()
     lat = sorted(up.latencies_ms)
     return {
         "reviews_per_s": round(stored / seconds),
@@ -274,13 +221,150 @@ async def run(
         "upload_s": round(uploaded_at, 2),
         "api_p50_ms": round(statistics.median(lat), 1) if not direct else None,
         "api_p99_ms": round(lat[max(0, int(len(lat) * 0.99) - 1)], 1) if not direct else None,
-        "cores": os.cpu_count(),
-        "n": n,
+        "n": len(rows),
         "stored": stored,
         "mode": "direct-kafka" if direct else "api",
-        "job_id": job,
-        **{f"{w.name}_rss_mb": round(w.peak_rss_kb / 1024, 1) for w in watches if w.pid},
-        **{f"{w.name}_cpu_s": round(w.cpu_s, 2) for w in watches if w.pid},
+    }, job
+
+
+class Profiler:
+    """py-spy recordings of the API and ingest processes during a run (`--profile DIR`)."""
+
+    def __init__(self, out_dir: Path | None, stack: Stack) -> None:
+        self.out_dir = out_dir
+        self.stack = stack
+        self._procs: list[subprocess.Popen[bytes]] = []
+        self.files: list[Path] = []
+
+    def __enter__(self) -> Profiler:
+        if self.out_dir is None:
+            return self
+        spy = shutil.which("py-spy") or str(ROOT / ".venv" / "bin" / "py-spy")
+        if not Path(spy).exists():
+            raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%H%M%S")
+        for name in ("api", "ingest"):
+            pid = self.stack.service_pid(name)
+            if pid is None:
+                continue
+            path = self.out_dir / f"{name}-{stamp}.txt"
+            self.files.append(path)
+            self._procs.append(
+                subprocess.Popen(
+                    [
+                        spy,
+                        "record",
+                        "--pid",
+                        str(pid),
+                        "--format",
+                        "raw",
+                        "--rate",
+                        "100",
+                        "--output",
+                        str(path),
+                        "--nonblocking",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        time.sleep(1.0)  # let py-spy attach
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for proc in self._procs:
+            proc.send_signal(2)  # SIGINT: py-spy writes its file and exits
+        for proc in self._procs:
+            proc.wait(timeout=60)
+        for path in self.files:
+            if path.exists():
+                say(f"profile {path.name} (share of samples, own frame; top 12):")
+                for share, frame in top_frames(path, 12):
+                    say(f"  {share:5.1f}%  {frame}")
+
+
+def top_frames(path: Path, n: int) -> list[tuple[float, str]]:
+    """The frames a py-spy raw profile spends most samples in (idle polls left out)."""
+    own: Counter[str] = Counter()
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frame = stack.split(";")[-1]
+        if "select" in frame or "_run_once" in frame or "serve_forever" in stack:
+            continue
+        own[frame] += int(count)
+    total = sum(own.values()) or 1
+    return [(100 * c / total, f) for f, c in own.most_common(n)]
+
+
+def vocstream_run(
+    stack: Stack,
+    rows: Sequence[dict[str, Any]],
+    *,
+    with_stages: bool,
+    direct: bool = False,
+    profile: Path | None = None,
+) -> dict[str, Any]:
+    """One measured vocstream run, its job removed afterwards."""
+    env = stack.env()
+    was_running = [s for s in ANALYSIS_STAGES if stack.service_pid(s) is not None]
+    if with_stages:
+        start_stages(stack, ANALYSIS_STAGES)
+    else:
+        stop_stages(stack)
+    job = None
+    try:
+        with Watch.stack(stack) as watch, Profiler(profile, stack):
+            result, job = asyncio.run(_run(rows, env, direct))
+    finally:
+        restart = ANALYSIS_STAGES if (with_stages or was_running) else ()
+        purge_jobs(stack, [job] if job else [], restart=restart)
+    procs = watch.report()
+    result["stages"] = "running" if with_stages else "stopped"
+    result["processes"] = procs
+    result["cpu_s_total"] = round(sum(procs[p]["cpu_s"] for p in VOC_CPU if p in procs), 2)
+    result["cpu_s_stages"] = round(sum(procs[s]["cpu_s"] for s in ANALYSIS_STAGES if s in procs), 2)
+    return result
+
+
+def _show(label: str, r: dict[str, Any]) -> None:
+    lat = f", API p50 {r['api_p50_ms']} ms p99 {r['api_p99_ms']} ms" if r.get("api_p99_ms") else ""
+    say(
+        f"{label}: {r['n']:,} reviews in {r['seconds']} s = {r['reviews_per_s']:,} reviews/s{lat}; "
+        f"CPU {r['cpu_s_total']} s"
+    )
+
+
+def vs_baseline(stack: Stack, n: int, files: Sequence[str], rounds: int) -> dict[str, Any]:
+    """Alternate the older design and vocstream (ingest alone), then vocstream with stages."""
+    rows = load_rows(n, files)
+    runs: list[dict[str, Any]] = []
+    for i in range(rounds):
+        base = celery_baseline.run(n, files)
+        _show(f"round {i + 1} older design", base)
+        ours = vocstream_run(stack, rows, with_stages=False)
+        _show(f"round {i + 1} vocstream (ingest alone)", ours)
+        runs.append({"baseline": base, "vocstream": ours})
+    staged = vocstream_run(stack, rows, with_stages=True)
+    _show("vocstream with the analysis stages running", staged)
+    ratios = [r["vocstream"]["reviews_per_s"] / r["baseline"]["reviews_per_s"] for r in runs]
+    cpu = [r["baseline"]["cpu_s_total"] / r["vocstream"]["cpu_s_total"] for r in runs]
+    alone = statistics.median(r["vocstream"]["reviews_per_s"] for r in runs)
+    return {
+        "ratio": round(statistics.median(ratios), 3),
+        "ratios": [round(x, 3) for x in ratios],
+        "cpu_efficiency_ratio": round(statistics.median(cpu), 3),
+        "vocstream_reviews_per_s": alone,
+        "baseline_reviews_per_s": statistics.median(r["baseline"]["reviews_per_s"] for r in runs),
+        "with_stages_reviews_per_s": staged["reviews_per_s"],
+        "with_stages_slowdown": round(alone / staged["reviews_per_s"], 3),
+        "with_stages_cpu_s_stages": staged["cpu_s_stages"],
+        "with_stages": staged,
+        "runs": runs,
+        "cores": cores(),
+        "n": n,
     }
 
 
@@ -296,41 +380,59 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--file", nargs="+", action="extend", default=[], help="CSV files with text,rating"
     )
     parser.add_argument(
+        "--vs-baseline", action="store_true", help="alternate with the older design"
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="alternations with --vs-baseline")
+    parser.add_argument("--with-stages", action="store_true", help="keep the analysis stages up")
+    parser.add_argument(
         "--direct",
         action="store_true",
         help="skip the API: produce ready-made chunks to Kafka (times ingest alone)",
     )
+    parser.add_argument("--profile", type=Path, default=None, help="py-spy output directory")
     parser.add_argument(
-        "--env-file",
-        type=Path,
-        default=ROOT / ".voc" / "stack.env",
-        help="the running stack's stack.env (default: .voc/stack.env)",
-    )
-    parser.add_argument(
-        "--ingest-pid",
-        type=int,
-        default=None,
-        help="PID of an ingest process not started by the stack (default: its run/ingest.pid)",
+        "--force", action="store_true", help="run even if the stages have unread records"
     )
     args = parser.parse_args(argv)
-    pids = {"ingest": args.ingest_pid} if args.ingest_pid else {}
-    result = asyncio.run(run(args.n, args.file, parse_env_file(args.env_file), args.direct, pids))
-    print(
-        f"{result['stored']:,} reviews stored in {result['seconds']} s "
-        f"(uploads done after {result['upload_s']} s): {result['reviews_per_s']:,} reviews/s"
-    )
-    if not args.direct:
-        print(
-            f"API latency per {PER_REQUEST:,}-row request ({IN_FLIGHT} in flight): "
-            f"p50 {result['api_p50_ms']} ms, p99 {result['api_p99_ms']} ms"
+    stack = Stack("dev")
+    files = args.file or celery_baseline.default_files()
+    pending = pending_records(stack)
+    if pending and not args.force:
+        raise SystemExit(
+            f"the analysis stages have {pending} unread records: the cleanup after the run "
+            "would skip them too. Let them finish (or pass --force)."
         )
-    for name in ("ingest", "api"):
-        if f"{name}_rss_mb" in result:
-            print(
-                f"{name}: peak RSS {result[f'{name}_rss_mb']} MB, CPU {result[f'{name}_cpu_s']} s"
-            )
-    print(f"cores: {result['cores']}")
-    print("RESULT " + orjson.dumps(result).decode())
+    if args.vs_baseline:
+        result = vs_baseline(stack, args.n, files, args.rounds)
+        say(
+            f"vocstream / older design, ingest alone: {result['ratio']}x (rounds: "
+            f"{result['ratios']}); CPU efficiency {result['cpu_efficiency_ratio']}x; with the "
+            f"analysis stages running {result['with_stages_reviews_per_s']:,} reviews/s "
+            f"({result['with_stages_slowdown']}x slower; the stages used "
+            f"{result['with_stages_cpu_s_stages']} CPU s)"
+        )
+    else:
+        rows = load_rows(args.n, files)
+        result = vocstream_run(
+            stack, rows, with_stages=args.with_stages, direct=args.direct, profile=args.profile
+        )
+        result["cores"] = cores()
+        _show("vocstream", result)
+    for label, doc in _process_tables(result):
+        print_table(label, doc)
+    say(f"cores: {cores()}")
+    say("RESULT " + orjson.dumps(result).decode())
+
+
+def _process_tables(result: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    if "runs" not in result:
+        return [("vocstream", result["processes"])]
+    out = []
+    for i, r in enumerate(result["runs"]):
+        out.append((f"round {i + 1} older design", r["baseline"]["processes"]))
+        out.append((f"round {i + 1} vocstream", r["vocstream"]["processes"]))
+    out.append(("vocstream with stages", result["with_stages"]["processes"]))
+    return out
 
 
 if __name__ == "__main__":

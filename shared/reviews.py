@@ -15,8 +15,8 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-MAX_TEXT_CHARS = 10_000
-MAX_SHORT_CHARS = 200
+from shared.events import MAX_SHORT_CHARS, MAX_TEXT_CHARS, ReviewRow
+
 FIELDS = ("text", "review_id", "rating", "language", "created_at", "author", "source")
 _WS = re.compile(r"\s+")
 _LANG = re.compile(r"^[a-zA-Z]{2,3}([-_][a-zA-Z0-9]{2,8})*$")
@@ -77,12 +77,13 @@ def _created_at(value: Any) -> str | None:
     return parsed.isoformat()
 
 
-def normalise_row(raw: Any) -> dict[str, Any]:
+def normalise_row(raw: Any) -> ReviewRow:
     """Validate one row and return its normalised fields; raises `RowError`.
 
     Text is NFC-normalised, trimmed, non-empty and at most 10,000 characters; rating is an
     integer 1-5; language a BCP 47 tag (lowercased primary subtag); created_at ISO 8601.
-    Fields other than the known ones are ignored.
+    Fields other than the known ones are ignored. What it returns always satisfies the
+    `ReviewRow` contract of `shared.events`.
     """
     if not isinstance(raw, dict):
         raise RowError("row", "must be an object")
@@ -114,11 +115,17 @@ def normalise_row(raw: Any) -> dict[str, Any]:
     }
 
 
-def dedup_key(row: dict[str, Any]) -> str:
+def id_key(review_id: str) -> str:
+    """The dedup key of a review the client gave a `review_id`."""
+    return "id:" + review_id
+
+
+def dedup_key(row: ReviewRow) -> str:
     """The key that makes a review unique in its job: its id, else its normalised text."""
-    if row.get("review_id"):
-        return "id:" + str(row["review_id"])
-    folded = _WS.sub(" ", str(row["text"]).casefold()).strip()
+    review_id = row.get("review_id")
+    if review_id:
+        return id_key(review_id)
+    folded = _WS.sub(" ", row["text"].casefold()).strip()
     return "tx:" + hashlib.sha1(folded.encode()).hexdigest()
 
 

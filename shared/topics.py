@@ -35,11 +35,13 @@ class TopicSpec:
         return f"{prefix}{self.name}"
 
 
+# The keys of the two row-carrying topics are built by their models (`key()`), from the
+# fields named here: unique per message, so an upload spreads over every partition.
 REVIEWS_SUBMITTED = TopicSpec(
-    "reviews.submitted", ev.ReviewsSubmitted, key="job_id:upload_id:chunk_no (even spread)"
+    "reviews.submitted", ev.ReviewsSubmitted, key=":".join(ev.ReviewsSubmitted.KEY)
 )
 REVIEWS_INGESTED = TopicSpec(
-    "reviews.ingested", ev.ReviewsIngested, key="job_id:batch (even spread)"
+    "reviews.ingested", ev.ReviewsIngested, key=":".join(ev.ReviewsIngested.KEY)
 )
 REVIEWS_LEARNED = TopicSpec("reviews.learned", ev.ReviewsLearned, key="job_id:batch")
 REVIEWS_TRANSLATED = TopicSpec("reviews.translated", ev.ReviewsTranslated, key="job_id:batch")

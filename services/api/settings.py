@@ -29,6 +29,8 @@ class ApiSettings(CommonSettings):
     max_body_bytes: int = Field(default=64 * 1024, validation_alias="VOC_API_MAX_BODY_BYTES")
     max_upload_bytes: int = Field(default=256 * MIB, validation_alias="VOC_API_MAX_UPLOAD_BYTES")
     max_row_bytes: int = Field(default=256 * 1024, validation_alias="VOC_API_MAX_ROW_BYTES")
+    # Rows per upload: bounds the in-upload dedup's memory (<= ~48 bytes a row).
+    max_upload_rows: int = Field(default=1_000_000, validation_alias="VOC_API_MAX_UPLOAD_ROWS")
     chunk_rows: int = Field(default=500, validation_alias="VOC_API_CHUNK_ROWS")
     chunk_bytes: int = Field(default=512 * 1024, validation_alias="VOC_API_CHUNK_BYTES")
     max_inflight_chunks: int = Field(default=8, validation_alias="VOC_API_MAX_INFLIGHT_CHUNKS")

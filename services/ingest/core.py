@@ -1,10 +1,12 @@
-"""The ingest stage's pure core: validate, normalise, deduplicate and classify one chunk.
+"""The ingest stage's pure core: give each submitted row its id, deduplicate, classify.
 
-No IO here. The adapter (`service.py`) reads which review ids already exist (with the
-origin that first stored them) and hands that mapping in; the core decides, per row:
+No IO here. Rows arrive valid: the API validated and normalised each one (and answered
+the client about the rest), and the runner decoded the record with the topic's model,
+whose constraints make every row storable; a record with an invalid row never gets here
+(it is dead-lettered whole). The adapter (`service.py`) reads which review ids already
+exist (with the origin that first stored them) and hands that mapping in; the core
+decides, per row:
 
-- **rejected**: the row fails `normalise_row` (or holds a character Postgres cannot
-  store); counted, never raised, so one bad row never fails its chunk;
 - **duplicate**: its review id is already taken by another origin (an earlier row of this
   chunk, another chunk, another upload): counted, not stored again, not emitted;
 - **accepted**: new, or already stored *by this very row* (same origin): a replay after a
@@ -16,48 +18,33 @@ A review's id is `review_uuid(job_id, dedup_key(row))` and its origin
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
-from shared.errors import PoisonRecord
-from shared.events import SCHEMA_VERSION, ReviewsSubmitted, SubmittedRow
-from shared.reviews import RowError, dedup_key, normalise_row, review_uuid
+from shared.events import ReviewFields, ReviewsIngested, ReviewsSubmitted, SubmittedRow
+from shared.reviews import dedup_key, review_uuid
 
 EVENT_REVIEWS = 50
 """Reviews per `ReviewsIngested` event: small enough to spread a chunk over partitions."""
 
-MAX_JOB_ID = 36  # reviews.job_id is VARCHAR(36)
-
-
-@dataclass(frozen=True)
-class Rejection:
-    """A row that failed validation: its 1-based row number, the field and the reason."""
-
-    row: int
-    field: str
-    reason: str
-
 
 @dataclass(slots=True)
 class Candidate:
-    """A valid row with its deterministic review id and origin, not yet classified."""
+    """A row with its deterministic review id and origin, not yet classified."""
 
     id: str
     origin: str
-    fields: dict[str, Any]
+    fields: SubmittedRow
 
 
 @dataclass(frozen=True)
 class PreparedChunk:
-    """A chunk after validation and in-chunk dedup, before the database is consulted."""
+    """A chunk with ids and in-chunk dedup done, before the database is consulted."""
 
     event: ReviewsSubmitted
     candidates: list[Candidate]
     in_chunk_duplicates: int
-    rejections: list[Rejection]
 
     @property
     def ids(self) -> list[str]:
@@ -69,15 +56,13 @@ class PreparedChunk:
 class IngestOutcome:
     """What one chunk yields: rows to upsert, its ingest_chunks row and events to emit.
 
-    `events` are `(key, value)` records of `reviews.ingested`: each value is the JSON of a
-    `shared.events.ReviewsIngested`, serialised straight from dicts because building a
-    pydantic model per review would cost more than everything else ingest does per row.
+    `events` are `(key, value)` records of `reviews.ingested`, built by the topic model's
+    `ReviewsIngested.key` and `ReviewsIngested.encode`.
     """
 
     reviews: list[dict[str, Any]]
     chunk: dict[str, Any]
-    events: list[tuple[str, bytes]]
-    rejections: list[Rejection] = field(default_factory=list)
+    events: list[tuple[bytes, bytes]]
 
     @property
     def accepted(self) -> int:
@@ -89,58 +74,25 @@ class IngestOutcome:
         """Rows whose review exists under another origin (or earlier in this chunk)."""
         return int(self.chunk["duplicates"])
 
-    @property
-    def rejected(self) -> int:
-        """Rows that failed validation."""
-        return int(self.chunk["rejected"])
-
-
-def origin_of(event: ReviewsSubmitted, row: int) -> str:
-    """Where a review was first seen: `upload_id:chunk_no:row`."""
-    return f"{event.upload_id}:{event.chunk_no}:{row}"
-
 
 def chunk_id(event: ReviewsSubmitted) -> str:
     """The ingest_chunks key of a submitted chunk."""
     return f"{event.upload_id}:{event.chunk_no}"
 
 
-def _check_chunk(event: ReviewsSubmitted) -> None:
-    if not event.job_id or len(event.job_id) > MAX_JOB_ID or "\x00" in event.job_id:
-        raise PoisonRecord(f"job_id: must be 1-{MAX_JOB_ID} characters, got {event.job_id[:60]!r}")
-    if "\x00" in event.upload_id:
-        raise PoisonRecord("upload_id: contains a NUL character")
-
-
-def _normalise(row: SubmittedRow) -> dict[str, Any]:
-    # A pydantic model's __dict__ holds exactly its fields: no model_dump() per row.
-    return normalise_row(row.__dict__)
-
-
 def prepare_chunk(event: ReviewsSubmitted) -> PreparedChunk:
-    """Validate and normalise every row, compute ids and origins, drop in-chunk duplicates.
-
-    Raises `PoisonRecord` if the chunk itself is unusable (its job id cannot be stored).
-    """
-    _check_chunk(event)
+    """Compute every row's id and origin and drop in-chunk duplicates (the first stays)."""
     job_id = event.job_id
+    origin = f"{event.upload_id}:{event.chunk_no}:"
     candidates: list[Candidate] = []
-    rejections: list[Rejection] = []
     seen: set[str] = set()
-    dupes = 0
     for row in event.rows:
-        try:
-            fields = _normalise(row)
-        except RowError as exc:
-            rejections.append(Rejection(row.row, exc.field, exc.reason))
-            continue
-        rid = review_uuid(job_id, dedup_key(fields))
+        rid = review_uuid(job_id, dedup_key(row))
         if rid in seen:
-            dupes += 1
             continue
         seen.add(rid)
-        candidates.append(Candidate(rid, origin_of(event, row.row), fields))
-    return PreparedChunk(event, candidates, dupes, rejections)
+        candidates.append(Candidate(rid, origin + str(row["row"]), row))
+    return PreparedChunk(event, candidates, len(event.rows) - len(candidates))
 
 
 def classify(prepared: PreparedChunk, existing: Mapping[str, str]) -> IngestOutcome:
@@ -148,7 +100,7 @@ def classify(prepared: PreparedChunk, existing: Mapping[str, str]) -> IngestOutc
     event = prepared.event
     job_id = event.job_id
     rows: list[dict[str, Any]] = []
-    reviews: list[dict[str, Any]] = []
+    reviews: list[ReviewFields] = []
     duplicates = prepared.in_chunk_duplicates
     for cand in prepared.candidates:
         first = existing.get(cand.id)
@@ -156,30 +108,31 @@ def classify(prepared: PreparedChunk, existing: Mapping[str, str]) -> IngestOutc
             duplicates += 1
             continue
         f = cand.fields
+        text, rating, language = f["text"], f.get("rating"), f.get("language")
+        created_at = f.get("created_at")
         rows.append(
             {
                 "id": cand.id,
                 "job_id": job_id,
                 "origin": cand.origin,
-                "external_id": f["review_id"],
-                "text": f["text"],
-                "rating": f["rating"],
-                "language": f["language"],
-                "created_at_src": f["created_at"],
-                "author": f["author"],
-                "source": f["source"],
+                "external_id": f.get("review_id"),
+                "text": text,
+                "rating": rating,
+                "language": language,
+                "created_at_src": created_at,
+                "author": f.get("author"),
+                "source": f.get("source"),
             }
         )
-        # Exactly the fields of shared.events.Review, already validated by normalise_row.
         reviews.append(
-            {
-                "id": cand.id,
-                "text": f["text"],
-                "rating": f["rating"],
-                "language": f["language"],
-                "created_at": f["created_at"],
-                "external_id": f["review_id"],
-            }
+            ReviewFields(
+                id=cand.id,
+                text=text,
+                rating=rating,
+                language=language,
+                created_at=created_at,
+                external_id=f.get("review_id"),
+            )
         )
     chunk = {
         "id": chunk_id(event),
@@ -187,23 +140,18 @@ def classify(prepared: PreparedChunk, existing: Mapping[str, str]) -> IngestOutc
         "rows": len(event.rows),
         "accepted": len(rows),
         "duplicates": duplicates,
-        "rejected": len(prepared.rejections),
+        # Rows are rejected by the API (and counted on the job); none reach ingest invalid.
+        "rejected": 0,
     }
-    return IngestOutcome(rows, chunk, _events(event, reviews), list(prepared.rejections))
+    return IngestOutcome(rows, chunk, _events(event, reviews))
 
 
-def _events(event: ReviewsSubmitted, reviews: Sequence[dict[str, Any]]) -> list[tuple[str, bytes]]:
-    base = f"{event.job_id}:{event.upload_id}:{event.chunk_no}"
+def _events(event: ReviewsSubmitted, reviews: list[ReviewFields]) -> list[tuple[bytes, bytes]]:
+    job_id, upload_id, chunk_no = event.job_id, event.upload_id, event.chunk_no
     return [
         (
-            f"{base}:{i}",
-            orjson.dumps(
-                {
-                    "v": SCHEMA_VERSION,
-                    "job_id": event.job_id,
-                    "reviews": reviews[start : start + EVENT_REVIEWS],
-                }
-            ),
+            ReviewsIngested.key(job_id, upload_id, chunk_no, i),
+            ReviewsIngested.encode(job_id, reviews[start : start + EVENT_REVIEWS]),
         )
         for i, start in enumerate(range(0, len(reviews), EVENT_REVIEWS))
     ]

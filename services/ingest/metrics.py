@@ -16,19 +16,17 @@ from shared import metrics as m
 
 ROWS = Counter(
     "vocstream_ingest_rows_total",
-    "Submitted rows by outcome: accepted (stored and emitted), duplicate, rejected",
+    "Submitted rows by outcome: accepted (stored and emitted), duplicate",
     ["outcome"],
 )
 
 
 def observe(outcomes: Iterable[IngestOutcome]) -> None:
     """Count the rows of a processed batch by outcome."""
-    accepted = duplicates = rejected = 0
+    accepted = duplicates = 0
     for o in outcomes:
         accepted += o.accepted
         duplicates += o.duplicates
-        rejected += o.rejected
-    m.REVIEWS_IN.labels("ingest").inc(accepted + duplicates + rejected)
+    m.REVIEWS_IN.labels("ingest").inc(accepted + duplicates)
     ROWS.labels("accepted").inc(accepted)
     ROWS.labels("duplicate").inc(duplicates)
-    ROWS.labels("rejected").inc(rejected)

@@ -73,6 +73,12 @@ class Upsert:
 
 
 @lru_cache(maxsize=256)
+def _statement(spec: Upsert, n_rows: int) -> bytes:
+    """The statement as bytes: psycopg would otherwise encode the text on every execute."""
+    return _build_sql(spec, n_rows).encode()
+
+
+@lru_cache(maxsize=256)
 def _build_sql(spec: Upsert, n_rows: int) -> str:
     cols = spec.columns
     width = len(cols)
@@ -130,7 +136,7 @@ async def upsert(
         cursors: list[psycopg.AsyncRawCursor[Any]] = []
         for part in chunks(rows):
             cur = psycopg.AsyncRawCursor(conn)
-            await cur.execute(spec.sql(len(part)), spec.params(part), prepare=True)
+            await cur.execute(_statement(spec, len(part)), spec.params(part), prepare=True)
             cursors.append(cur)
     if spec.returning:
         for cur in cursors:

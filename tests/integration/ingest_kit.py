@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from shared.events import ReviewsSubmitted, SubmittedRow
+from shared.reviews import normalise_row
 from shared.settings import DatabaseSettings
 from shared.topics import REVIEWS_INGESTED, REVIEWS_SUBMITTED, dlq
 
@@ -56,19 +57,20 @@ def new_job() -> str:
 def submitted(
     job_id: str, upload_id: str, chunk_no: int, rows: Sequence[dict[str, Any]], first_row: int = 1
 ) -> ReviewsSubmitted:
-    """A `ReviewsSubmitted` chunk; rows are numbered from `first_row` unless they say otherwise."""
+    """A `ReviewsSubmitted` chunk as the API sends it: rows normalised, numbered from
+    `first_row`."""
     return ReviewsSubmitted(
         job_id=job_id,
         tenant_id="it-tenant",
         upload_id=upload_id,
         chunk_no=chunk_no,
-        rows=[SubmittedRow(**({"row": first_row + i} | r)) for i, r in enumerate(rows)],
+        rows=[SubmittedRow(**normalise_row(r), row=first_row + i) for i, r in enumerate(rows)],
     )
 
 
 def key_of(event: ReviewsSubmitted) -> bytes:
     """The record key the API uses for a chunk."""
-    return f"{event.job_id}:{event.upload_id}:{event.chunk_no}".encode()
+    return ReviewsSubmitted.key(event.job_id, event.upload_id, event.chunk_no)
 
 
 @asynccontextmanager

@@ -314,12 +314,12 @@ async def test_each_format_lands_on_the_topic(
     chunks = await read_chunks(api.topic, answer["upload_id"], expected=2)
     assert [c.chunk_no for c in chunks] == [0, 1]  # chunk_rows=4 in this app
     rows = [r for c in chunks for r in c.rows]
-    assert [r.row for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert [r["row"] for r in rows] == [1, 2, 3, 4, 5, 6]
     assert all(c.job_id == job["id"] and c.tenant_id == api.tenant for c in chunks)
-    assert rows[1].rating == 5 and rows[1].created_at == "2026-10-01T00:00:00"
-    assert rows[2].text == "电池不错" and rows[2].author == "李"
-    assert rows[3].rating == 3 and rows[3].review_id is None
-    assert rows[4].text == 'line one\nline two, with "quotes"'
+    assert rows[1]["rating"] == 5 and rows[1]["created_at"] == "2026-10-01T00:00:00"
+    assert rows[2]["text"] == "电池不错" and rows[2]["author"] == "李"
+    assert rows[3]["rating"] == 3 and rows[3]["review_id"] is None
+    assert rows[4]["text"] == 'line one\nline two, with "quotes"'
     status = (await api.get(f"/v1/jobs/{job['id']}")).json()
     assert status["status"] == "receiving" and status["counts"]["submitted"] == 6
     stored = sql(
@@ -357,7 +357,10 @@ async def test_bad_rows_are_rejected_alone_and_good_rows_go_through(api: Api) ->
     assert errors[8] == "row: must be an object"
     assert errors[10] == "text: contains a NUL character"
     chunks = await read_chunks(api.topic, answer["upload_id"], expected=1)
-    assert [(r.row, r.text) for c in chunks for r in c.rows] == [(1, "good one"), (9, "good two")]
+    assert [(r["row"], r["text"]) for c in chunks for r in c.rows] == [
+        (1, "good one"),
+        (9, "good two"),
+    ]
     counts = (await api.get(f"/v1/jobs/{job['id']}")).json()["counts"]
     assert (counts["submitted"], counts["rejected"]) == (2, 7)
 

@@ -62,8 +62,6 @@ async def test_chunks_become_rows_chunk_counts_and_events() -> None:
             {"text": "review 7"},  # duplicate of chunk 0 by text
             {"text": "  REVIEW   7 "},  # ... and again, inside this chunk
             {"text": "new one", "review_id": "ext-1", "language": "de"},
-            {"text": "bad", "rating": 11},  # rejected
-            {"text": "nul\x00"},  # rejected: Postgres cannot store it
         ],
         first_row=121,
     )
@@ -89,7 +87,7 @@ async def test_chunks_become_rows_chunk_counts_and_events() -> None:
         )
         assert await cur.fetchall() == [
             (f"{upload}:0", 120, 120, 0, 0),
-            (f"{upload}:1", 5, 1, 2, 2),
+            (f"{upload}:1", 3, 1, 2, 0),
         ]
         assert await scalar(conn, "SELECT count(*) FROM reviews WHERE job_id=%s", job) == 121
         cur = await conn.execute(
@@ -120,14 +118,17 @@ async def test_poison_records_are_dead_lettered_and_the_next_records_processed()
     topic = submitted_topic()
     garbage = b"\xff\xfe not json at all \x00\x01"
     schema_invalid = orjson.dumps({"job_id": job, "tenant_id": "t", "rows": "nope"})
-    too_long_job = submitted("j" * 40, "u-long", 0, [{"text": "x"}])
+    head = {"tenant_id": "t", "upload_id": "u-bad", "chunk_no": 0}
+    # Rows the API would never send: the chunk is dead-lettered whole, nothing stored.
+    bad_row = orjson.dumps(head | {"job_id": job, "rows": [{"row": 1, "text": "a\x00b"}]})
+    too_long_job = orjson.dumps(head | {"job_id": "j" * 40, "rows": [{"row": 1, "text": "x"}]})
     good = submitted(job, "u-good", 0, [{"text": "after the poison"}])
     dlq_since = await end_offsets(dlq_topic())
     async with producer() as p:
         # All on one partition, in this order: the good chunk comes after the poison.
         meta = [
             await p.send_and_wait(topic, value, key=b"poison", partition=0)
-            for value in (garbage, schema_invalid, too_long_job.to_bytes())
+            for value in (garbage, schema_invalid, bad_row, too_long_job)
         ]
         await p.send_and_wait(topic, good.to_bytes(), key=key_of(good), partition=0)
 
@@ -145,7 +146,7 @@ async def test_poison_records_are_dead_lettered_and_the_next_records_processed()
         )
         rows = await cur.fetchall()
     assert [(o, t) for o, t, _ in rows] == [(m.offset, "PoisonRecord") for m in meta]
-    assert [j for _, _, j in rows] == [None, job, None]
+    assert [j for _, _, j in rows] == [None, job, job, None]
 
     offsets = {str(m.offset).encode() for m in meta}
 
@@ -155,10 +156,8 @@ async def test_poison_records_are_dead_lettered_and_the_next_records_processed()
             headers.get("voc-original-offset") in offsets
         )
 
-    dead = await collect(dlq_since, ours, lambda got: len(got) >= 3, TIMEOUT)
-    assert sorted(r.value for r in dead) == sorted(
-        [garbage, schema_invalid, too_long_job.to_bytes()]
-    )
+    dead = await collect(dlq_since, ours, lambda got: len(got) >= 4, TIMEOUT)
+    assert sorted(r.value for r in dead) == sorted([garbage, schema_invalid, bad_row, too_long_job])
     for rec in dead:
         headers = dict(rec.headers or ())
         assert headers["voc-stage"] == b"ingest"

@@ -1,11 +1,9 @@
-"""The ingest core: normalisation, dedup, replay classification, events and rejections."""
+"""The ingest core: ids, dedup, replay classification and events of valid submitted rows."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
-
-import pytest
 
 from services.ingest.core import (
     EVENT_REVIEWS,
@@ -15,9 +13,8 @@ from services.ingest.core import (
     prepare_chunk,
 )
 from services.ingest.service import REVIEWS, IngestHandler
-from shared.errors import PoisonRecord
 from shared.events import ReviewsIngested, ReviewsSubmitted, SubmittedRow
-from shared.reviews import dedup_key, review_uuid
+from shared.reviews import dedup_key, normalise_row, review_uuid
 from shared.stage import Incoming
 
 JOB = "9f1c2a52-0000-4000-8000-000000000001"
@@ -26,22 +23,22 @@ JOB = "9f1c2a52-0000-4000-8000-000000000001"
 def chunk(
     rows: Sequence[dict[str, Any]], *, upload: str = "up1", chunk_no: int = 0, job: str = JOB
 ) -> ReviewsSubmitted:
-    """A submitted chunk whose rows are numbered from 1 unless they say otherwise."""
+    """A submitted chunk of rows as the API would send them (normalised, numbered from 1)."""
     return ReviewsSubmitted(
         job_id=job,
         tenant_id="t1",
         upload_id=upload,
         chunk_no=chunk_no,
-        rows=[SubmittedRow(**({"row": i + 1} | r)) for i, r in enumerate(rows)],
+        rows=[SubmittedRow(**normalise_row(r), row=i + 1) for i, r in enumerate(rows)],
     )
 
 
 def rid(row: dict[str, Any], job: str = JOB) -> str:
-    return review_uuid(job, dedup_key(row))
+    return review_uuid(job, dedup_key(normalise_row(row)))
 
 
-def totals(o: IngestOutcome) -> tuple[int, int, int]:
-    return o.accepted, o.duplicates, o.rejected
+def totals(o: IngestOutcome) -> tuple[int, int]:
+    return o.accepted, o.duplicates
 
 
 def decoded(o: IngestOutcome) -> list[ReviewsIngested]:
@@ -49,10 +46,10 @@ def decoded(o: IngestOutcome) -> list[ReviewsIngested]:
     return [ReviewsIngested.model_validate_json(value) for _, value in o.events]
 
 
-# -- normalisation and rejection ---------------------------------------------------------------
+# -- rows into review rows --------------------------------------------------------------------
 
 
-def test_rows_are_normalised_into_review_rows() -> None:
+def test_rows_become_review_rows() -> None:
     out = ingest_chunk(
         chunk(
             [
@@ -70,7 +67,7 @@ def test_rows_are_normalised_into_review_rows() -> None:
         {},
     )
     [row] = out.reviews
-    assert row["text"] == "Café was great"  # NFC + trimmed
+    assert row["text"] == "Café was great"  # as the API normalised it
     assert row["language"] == "en"
     assert row["created_at_src"] == "2024-03-01T10:00:00+00:00"
     assert row["external_id"] == "ext-1"
@@ -79,42 +76,16 @@ def test_rows_are_normalised_into_review_rows() -> None:
     assert row["origin"] == "up1:0:1"
     assert row["id"] == review_uuid(JOB, "id:ext-1")
     assert set(row) == set(REVIEWS.columns) - {"ingested_at"}
+    assert out.chunk["rejected"] == 0  # the API rejects rows; none reach ingest invalid
 
 
-def test_invalid_rows_are_rejected_one_by_one_not_raised() -> None:
-    out = ingest_chunk(
-        chunk(
-            [
-                {"text": "fine"},
-                {"text": "   "},
-                {"text": "bad rating", "rating": 9},
-                {"text": "bad lang", "language": "not a tag!"},
-                {"text": "bad date", "created_at": "yesterday"},
-                {"text": "nul \x00 inside"},
-                {"text": "nul author", "author": "a\x00b"},
-                {"text": "also fine", "rating": "4"},
-            ]
-        ),
-        {},
+def test_optional_fields_may_be_absent_from_a_row() -> None:
+    event = ReviewsSubmitted.model_validate_json(
+        b'{"job_id":"j","tenant_id":"t","upload_id":"u","chunk_no":0,'
+        b'"rows":[{"row":1,"text":"only text"}]}'
     )
-    assert totals(out) == (2, 0, 6)
-    assert out.chunk["rows"] == 8
-    assert [(r.row, r.field) for r in out.rejections] == [
-        (2, "text"),
-        (3, "rating"),
-        (4, "language"),
-        (5, "created_at"),
-        (6, "text"),
-        (7, "author"),
-    ]
-    assert [r["rating"] for r in out.reviews] == [None, 4]
-
-
-def test_unstorable_job_id_makes_the_chunk_poison() -> None:
-    with pytest.raises(PoisonRecord, match="job_id"):
-        prepare_chunk(chunk([{"text": "x"}], job="j" * 37))
-    with pytest.raises(PoisonRecord, match="job_id"):
-        prepare_chunk(chunk([{"text": "x"}], job=""))
+    [row] = ingest_chunk(event, {}).reviews
+    assert row["text"] == "only text" and row["rating"] is None and row["external_id"] is None
 
 
 # -- dedup -------------------------------------------------------------------------------------
@@ -133,7 +104,7 @@ def test_in_chunk_duplicates_by_id_and_by_text_keep_the_first() -> None:
         ),
         {},
     )
-    assert totals(out) == (3, 2, 0)
+    assert totals(out) == (3, 2)
     assert [r["origin"] for r in out.reviews] == ["up1:0:1", "up1:0:3", "up1:0:5"]
     assert out.reviews[1]["text"] == "first"
 
@@ -141,7 +112,7 @@ def test_in_chunk_duplicates_by_id_and_by_text_keep_the_first() -> None:
 def test_review_existing_under_another_origin_is_a_duplicate() -> None:
     row = {"text": "seen before", "review_id": "X"}
     out = ingest_chunk(chunk([row, {"text": "new"}]), {rid(row): "other-upload:3:17"})
-    assert totals(out) == (1, 1, 0)
+    assert totals(out) == (1, 1)
     assert [r["text"] for r in out.reviews] == ["new"]
     emitted = [r.id for e in decoded(out) for r in e.reviews]
     assert rid(row) not in emitted
@@ -152,7 +123,7 @@ def test_same_review_in_another_job_is_not_a_duplicate() -> None:
     a = ingest_chunk(chunk([row], job=JOB), {})
     b = ingest_chunk(chunk([row], job="another-job"), {a.reviews[0]["id"]: "up1:0:1"})
     assert a.reviews[0]["id"] != b.reviews[0]["id"]
-    assert totals(b) == (1, 0, 0)
+    assert totals(b) == (1, 0)
 
 
 # -- replay ------------------------------------------------------------------------------------
@@ -164,15 +135,14 @@ def test_replay_after_a_crash_emits_again_with_identical_numbers() -> None:
         {"text": "two"},
         {"text": "ONE"},  # in-chunk duplicate
         {"text": "dup of other chunk", "review_id": "Z"},
-        {"text": ""},  # rejected
     ]
-    other = {rid({"review_id": "Z"}): "up0:0:1"}
+    other = {rid({"text": "z", "review_id": "Z"}): "up0:0:1"}
     first = ingest_chunk(chunk(rows), other)
     # The first run's rows were committed (origin = ours), then the process died before
     # committing the offset: the replay sees its own rows.
     stored = other | {r["id"]: r["origin"] for r in first.reviews}
     again = ingest_chunk(chunk(rows), stored)
-    assert totals(first) == totals(again) == (2, 2, 1)
+    assert totals(first) == totals(again) == (2, 2)
     assert first.chunk == again.chunk
     assert first.reviews == again.reviews
     assert first.events == again.events
@@ -183,15 +153,15 @@ def test_batch_claims_flow_from_earlier_chunks_to_later_ones() -> None:
     c1 = chunk([shared_row, {"text": "only one"}], upload="u", chunk_no=1)
     c2 = chunk([{"text": "only two"}, shared_row], upload="u", chunk_no=2)
     o1, o2 = ingest_batch([prepare_chunk(c1), prepare_chunk(c2)], {})
-    assert totals(o1) == (2, 0, 0)
-    assert totals(o2) == (1, 1, 0)
+    assert totals(o1) == (2, 0)
+    assert totals(o2) == (1, 1)
     # Replayed in one batch after commit: the stored origin decides, same numbers.
     stored = {r["id"]: r["origin"] for o in (o1, o2) for r in o.reviews}
     r1, r2 = ingest_batch([prepare_chunk(c1), prepare_chunk(c2)], stored)
     assert (r1.chunk, r2.chunk) == (o1.chunk, o2.chunk)
     # A chunk delivered twice in one batch (producer retry) is ours both times.
     d1, d2 = ingest_batch([prepare_chunk(c1), prepare_chunk(c1)], {})
-    assert d1.chunk == d2.chunk and totals(d2) == (2, 0, 0)
+    assert d1.chunk == d2.chunk and totals(d2) == (2, 0)
 
 
 def test_ids_and_origins_are_deterministic() -> None:
@@ -211,7 +181,7 @@ def test_events_carry_up_to_fifty_reviews_with_spread_keys() -> None:
     out = ingest_chunk(chunk(rows, upload="upX", chunk_no=7), {})
     sizes = [len(e.reviews) for e in decoded(out)]
     assert sizes == [EVENT_REVIEWS, EVENT_REVIEWS, 23]
-    assert [k for k, _ in out.events] == [f"{JOB}:upX:7:{i}" for i in range(3)]
+    assert [k for k, _ in out.events] == [f"{JOB}:upX:7:{i}".encode() for i in range(3)]
     emitted = [r.id for e in decoded(out) for r in e.reviews]
     assert emitted == [r["id"] for r in out.reviews]
 
@@ -248,7 +218,7 @@ def test_empty_and_all_duplicate_chunks_emit_nothing_but_are_recorded() -> None:
     stored = {rid(r): "elsewhere:0:1" for r in rows}
     all_dupes = ingest_chunk(chunk(rows), stored)
     assert all_dupes.events == [] and all_dupes.reviews == []
-    assert totals(all_dupes) == (0, 2, 0)
+    assert totals(all_dupes) == (0, 2)
 
 
 # -- the handler with a fake origins port ------------------------------------------------------
@@ -286,17 +256,6 @@ async def test_handler_reads_once_per_batch_and_returns_rows_events_and_chunks()
     assert [e.topic for e in result.events] == ["t.reviews.ingested"] * 3
     assert result.reviews_out == 61
     assert not result.dead_letters
-
-
-async def test_handler_dead_letters_an_unstorable_chunk_and_keeps_the_rest() -> None:
-    handler = IngestHandler(FakeOrigins(), "t.")
-    bad = chunk([{"text": "x"}], job="j" * 40)
-    good = chunk([{"text": "y"}], chunk_no=1)
-    result = await handler.handle([incoming(bad, 0), incoming(good, 1)])
-    [dead] = result.dead_letters
-    assert dead.error_type == "PoisonRecord" and dead.job_id is None
-    assert dead.source is not None and dead.source.offset == 0
-    assert result.reviews_out == 1
 
 
 def test_review_uuid_is_exactly_uuid5_of_job_and_key() -> None:

@@ -326,7 +326,7 @@ def test_chunk_builder_validates_dedups_and_cuts() -> None:
     ]
     evs = events(chunks)
     assert [e.chunk_no for e in evs] == [0, 1, 2]
-    assert [[r.row for r in e.rows] for e in evs] == [[1, 2, 3], [8, 9, 10], [11, 12]]
+    assert [[r["row"] for r in e.rows] for e in evs] == [[1, 2, 3], [8, 9, 10], [11, 12]]
     assert [c.rows for c in chunks] == [3, 3, 2]
     assert chunks[1].key == b"job:up:1"
 

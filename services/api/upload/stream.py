@@ -1,7 +1,7 @@
 """Streaming an upload: body pieces -> parser -> chunk builder -> Kafka, bounded throughout.
 
-`stream_upload` reads the request body as it arrives, counting bytes against the limit,
-and hands full chunks to a `ChunkSink`. `KafkaChunkSink` produces them with at most
+`stream_upload` reads the request body as it arrives, counting bytes and rows against
+their limits, and hands full chunks to a `ChunkSink`. `KafkaChunkSink` produces them with at most
 `max_inflight` deliveries outstanding (back-pressure on the body reader) and `flush` waits
 until the broker acknowledged every chunk (acks=all), so a 202 means the rows are durable.
 """
@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaProducer
 from shared import metrics as m
 
 from .chunks import Chunk, ChunkBuilder, UploadSummary
-from .rows import RowParser, UploadFormatError
+from .rows import RawRow, RowParser, UploadFormatError
 
 
 class PayloadTooLarge(Exception):
@@ -26,6 +26,17 @@ class PayloadTooLarge(Exception):
 
     def __init__(self, limit: int) -> None:
         super().__init__(f"upload body exceeds {limit} bytes")
+        self.limit = limit
+
+
+class TooManyRows(Exception):
+    """The body holds more rows than one upload may (HTTP 413): each row costs memory
+    (its dedup digest) and CPU, so the count is bounded like the bytes are."""
+
+    status_code = 413
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"upload has more than {limit} rows")
         self.limit = limit
 
 
@@ -93,10 +104,12 @@ async def stream_upload(
     sink: ChunkSink,
     *,
     max_bytes: int,
+    max_rows: int,
 ) -> UploadSummary:
     """Read the whole body through `parser` and `builder` into `sink`; returns the summary.
 
-    Raises `PayloadTooLarge`, `UploadFormatError`, or the sink's delivery error; the rows
+    Raises `PayloadTooLarge`, `TooManyRows`, `UploadFormatError`, or the sink's delivery
+    error; the rows
     of chunks already delivered before such an error stay delivered (ingest deduplicates a
     retried upload).
     """
@@ -108,18 +121,12 @@ async def stream_upload(
             total += len(data)
             if total > max_bytes:
                 raise PayloadTooLarge(max_bytes)
-            for raw in parser.feed(data):
-                chunk = builder.add(raw)
-                if chunk is not None:
-                    await sink.send(chunk)
+            await _add_rows(parser.feed(data), builder, sink, max_rows)
             # Parsing is CPU work: let other requests run between network reads.
             await asyncio.sleep(0)
         if total == 0:
             raise UploadFormatError("body is empty; send at least one review")
-        for raw in parser.close():
-            chunk = builder.add(raw)
-            if chunk is not None:
-                await sink.send(chunk)
+        await _add_rows(parser.close(), builder, sink, max_rows)
         last = builder.finish()
         if last is not None:
             await sink.send(last)
@@ -130,3 +137,14 @@ async def stream_upload(
     finally:
         builder.summary.bytes_read = total
     return builder.summary
+
+
+async def _add_rows(
+    rows: list[RawRow], builder: ChunkBuilder, sink: ChunkSink, max_rows: int
+) -> None:
+    if builder.summary.rows + len(rows) > max_rows:
+        raise TooManyRows(max_rows)
+    for raw in rows:
+        chunk = builder.add(raw)
+        if chunk is not None:
+            await sink.send(chunk)
