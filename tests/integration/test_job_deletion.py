@@ -4,7 +4,7 @@ the records of deleted jobs - against the real Postgres, Redis and Kafka of the 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +50,15 @@ def sql(query: str, *params: Any) -> list[tuple[Any, ...]]:
         return cur.fetchall() if cur.description else []
 
 
+@pytest.fixture(autouse=True)
+def release_planted_batches() -> Iterator[None]:
+    """The held batches `_fill` plants are claimed for an hour (so the stack's learn leader
+    leaves them alone): whatever a test did not delete goes, or learn would wait on it."""
+    yield
+    with psycopg.connect(database_url(), autocommit=True) as conn:
+        conn.execute("DELETE FROM learn_pending WHERE batch_key = %s", (PLANTED_BATCH,))
+
+
 @pytest.fixture(scope="module")
 async def api() -> AsyncIterator[Api]:
     prefix = f"apidelete{uuid.uuid4().hex[:8]}."
@@ -74,6 +83,9 @@ async def _job(api: Api, key: str | None = None) -> str:
     return job_id
 
 
+PLANTED_BATCH = "deletion-test-planted"
+
+
 def _fill(job_id: str) -> None:
     """Rows in every table a job has, as the stages would write them (the stack's stages
     may be writing the job's own rows meanwhile: per-job rows are inserted if absent)."""
@@ -95,8 +107,8 @@ def _fill(job_id: str) -> None:
         conn.execute(
             # claimed for an hour: the stack's learn leader leaves it alone meanwhile
             "INSERT INTO learn_pending (job_id, batch_key, reviews, claimed_until)"
-            " VALUES (%s, 'b', '[]', now() + interval '1 hour')",
-            (job_id,),
+            " VALUES (%s, %s, '[]', now() + interval '1 hour')",
+            (job_id, PLANTED_BATCH),
         )
         conn.execute(
             "INSERT INTO translations VALUES (%s, %s, 'en', 'en', 'one', false)", (rid, job_id)
