@@ -101,15 +101,6 @@ def start_ticks(pid: int) -> int | None:
         return None
 
 
-def cmdline_of(pid: int) -> list[str]:
-    """The argv of `pid` (empty if gone or unreadable)."""
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return []
-    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
-
-
 def write_pid(path: Path, pid: int) -> None:
     """Store `pid` (first line) and its start time (second line) in `path`, atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)

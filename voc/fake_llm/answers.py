@@ -801,16 +801,6 @@ def _insight(dimension: str, aspect: str, score: float, base: dict[str, Any]) ->
     }
 
 
-def five_w_labels(text: str) -> dict[str, list[str]]:
-    """The 5W labels whose keywords occur in `text`."""
-    found: dict[str, list[str]] = {}
-    for h in lexicon_index().find(text):
-        kind, label = h.label
-        if kind in FIVE_W and label not in found.setdefault(kind, []):
-            found[kind].append(label)
-    return {k: v for k, v in found.items() if v}
-
-
 def answer_theme(inp: dict[str, Any]) -> dict[str, Any]:
     """One theme per cluster: its most common aspect and the tone of its quotes
     ("Sound - praise", "Battery - complaints"), described from its size and a quote."""
