@@ -74,7 +74,7 @@ bench-scale: up ## the same job on 1, 2 and 3 replicas per stage against a slow 
 bench-faust: install ## Faust agents vs the stage runner relaying the same records (installs the faust extra)
 	@$(BIN)/python -c 'import faust' 2>/dev/null || $(BIN)/python -m pip install -q -e '.[faust,dev]'
 	$(BIN)/voc up --profile $(PROFILE) --no-services
-	$(BIN)/python -m bench.faust_relay $(ARGS)
+	$(BIN)/python -m bench.faust_relay --profile $(PROFILE) $(ARGS)
 
 eval-analysis: install ## text-only sentiment of the bundled fake analyst vs the stars of ../shared/data MARC reviews; ARGS=...
 	$(BIN)/python -m voc.fake_llm.evaluate $(ARGS)

@@ -39,12 +39,12 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from bench.ingest import parse_env_file
+from voc.stack import Stack
 
 ROOT = Path(__file__).resolve().parents[1]
 MODES = ("faust-event", "faust-take", "runner")
 TAKE = 2000
-FILLER = "x" * 220  # brings a record to ~300 bytes, as in ENVIRONMENT.md's measurements
+FILLER = "x" * 220  # brings a record to ~300 bytes
 
 
 # --------------------------------------------------------------------------- the relays
@@ -231,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--modes", default=",".join(MODES))
     p.add_argument("--partitions", type=int, default=6)
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per mode")
-    p.add_argument("--env-file", type=Path, default=ROOT / ".voc" / "stack.env")
+    p.add_argument("--profile", default=os.environ.get("VOC_PROFILE", "dev"), help="local stack")
     p.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
     p.add_argument("--src", help=argparse.SUPPRESS)
     p.add_argument("--dst", help=argparse.SUPPRESS)
@@ -250,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ImportError:
             print("faust-streaming is not installed: pip install -e '.[faust]'", file=sys.stderr)
             return 2
-    bootstrap = parse_env_file(args.env_file)["KAFKA_BOOTSTRAP_SERVERS"]
+    bootstrap = Stack(profile=args.profile).env()["KAFKA_BOOTSTRAP_SERVERS"]
     cores = os.cpu_count() or 0
     print(f"relaying {args.n:,} records per mode over {args.partitions} partitions, {cores} cores")
     rates: dict[str, float] = {}
