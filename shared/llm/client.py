@@ -34,7 +34,6 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import httpx2
-import openai
 import orjson
 from openai import AsyncOpenAI
 from pydantic import BaseModel
@@ -46,7 +45,6 @@ from shared.llm.errors import (
     LLMError,
     LLMMalformedOutput,
     LLMRateLimited,
-    LLMRequestRejected,
     LLMTimeout,
     LLMUnavailable,
 )
@@ -54,7 +52,13 @@ from shared.llm.metrics import LLMMetrics, llm_metrics
 from shared.llm.prompts import PromptTemplate
 from shared.llm.ratelimit import RateLimiter, estimate_tokens
 from shared.llm.repair import describe_error, echo_hint, validate_reply
-from shared.llm.retry import backoff_delay, parse_ratelimit_headers, parse_retry_after
+from shared.llm.retry import (
+    PROVIDER_ERRORS,
+    ProviderRetry,
+    backoff_delay,
+    parse_ratelimit_headers,
+    provider_failure,
+)
 from shared.llm.schema import response_format
 from shared.llm.settings import LLMSettings, StageConfig, SystemRole
 
@@ -64,7 +68,6 @@ T = TypeVar("T", bound=BaseModel)
 
 STAGE_HEADER = "X-Voc-Stage"
 PROMPT_VERSION_HEADER = "X-Voc-Prompt-Version"
-_RETRYABLE_STATUS = {408, 409, 425}
 _MAX_TOKENS_GROWTH = 4
 # A call that ends this long after its deadline (plus the Redis timeout: the cache write
 # after the last provider call) counts as an overrun; the HTTP layer's own timeout is a
@@ -113,16 +116,6 @@ def hotter(temperature: float, step: float, ceiling: float) -> float:
     """The next corrective retry's temperature: `step` higher, at most `ceiling` (never
     lower than it was)."""
     return max(temperature, min(temperature + step, ceiling))
-
-
-class _Retry(Exception):
-    """Internal: a retryable transport failure of one attempt."""
-
-    def __init__(self, kind: str, cause: BaseException, retry_after: float | None = None):
-        super().__init__(kind)
-        self.kind = kind
-        self.cause = cause
-        self.retry_after = retry_after
 
 
 class LLM:
@@ -320,7 +313,7 @@ class LLM:
                     if fmt is not None:
                         body["response_format"] = fmt
                     text, finish = await self._attempt(cfg, prompt, body, est, timeout)
-            except _Retry as r:
+            except ProviderRetry as r:
                 failures += 1
                 timeouts += r.kind == "timeout"
                 m.errors.labels(stage, model, r.kind).inc()
@@ -398,7 +391,7 @@ class LLM:
         estimate: int,
         timeout: float,
     ) -> tuple[str | None, str | None]:
-        """One provider call: (content, finish_reason), or `_Retry` / a final error.
+        """One provider call: (content, finish_reason), or `ProviderRetry` / a final error.
 
         On timeout or cancellation the request's task is cancelled inside httpx, which
         closes the connection instead of returning it to the pool: the server sees the
@@ -426,31 +419,14 @@ class LLM:
                 if not isinstance(doc, dict):
                     raise ValueError("chat completion is not a JSON object")
             outcome = "ok"
-        except openai.RateLimitError as exc:
-            outcome = "rate_limited"
-            ra = parse_retry_after(exc.response.headers)
-            raise _Retry(outcome, exc, ra) from exc
-        except openai.APIStatusError as exc:
-            if exc.status_code >= 500 or exc.status_code in _RETRYABLE_STATUS:
-                outcome = "server_error"
-                raise _Retry(outcome, exc, parse_retry_after(exc.response.headers)) from exc
-            outcome = "rejected"
-            m.errors.labels(stage, model, outcome).inc()
-            raise LLMRequestRejected(
-                f"{stage}: provider refused the request ({exc.status_code}): {exc.message[:200]}",
-                stage=stage,
-                status_code=exc.status_code,
-            ) from exc
-        except (openai.APITimeoutError, TimeoutError) as exc:
-            outcome = "timeout"
-            raise _Retry(outcome, exc) from exc
-        except openai.APIConnectionError as exc:
-            outcome = "connection"
-            raise _Retry(outcome, exc) from exc
-        except (openai.APIResponseValidationError, ValueError) as exc:
-            # the HTTP body itself is not a chat completion: a broken provider response
-            outcome = "server_error"
-            raise _Retry(outcome, exc) from exc
+        except PROVIDER_ERRORS as exc:
+            failure = provider_failure(exc, stage)
+            if isinstance(failure, ProviderRetry):
+                outcome = failure.kind
+            else:
+                outcome = "rejected"
+                m.errors.labels(stage, model, outcome).inc()
+            raise failure from exc
         finally:
             m.calls.labels(stage, model, outcome).inc()
             m.latency.labels(stage, model).observe(time.monotonic() - t0)
@@ -483,7 +459,7 @@ def _int(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
-def _give_up(r: _Retry, stage: str, calls: int) -> LLMError:
+def _give_up(r: ProviderRetry, stage: str, calls: int) -> LLMError:
     msg = f"{stage}: {r.kind} after {calls} calls: {str(r.cause)[:200]}"
     log.warning("llm %s: giving up after %d calls (%s)", stage, calls, r.kind)
     if r.kind == "timeout":

@@ -44,7 +44,6 @@ from array import array
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-import openai
 from openai import AsyncOpenAI
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -53,20 +52,24 @@ from shared.llm.cache import ResultCache
 from shared.llm.errors import (
     LLMError,
     LLMRateLimited,
-    LLMRequestRejected,
     LLMTimeout,
     LLMUnavailable,
 )
 from shared.llm.metrics import LLMMetrics
 from shared.llm.ratelimit import RateLimiter
-from shared.llm.retry import backoff_delay, parse_ratelimit_headers, parse_retry_after
+from shared.llm.retry import (
+    PROVIDER_ERRORS,
+    ProviderRetry,
+    backoff_delay,
+    parse_ratelimit_headers,
+    provider_failure,
+)
 from shared.llm.settings import LLMSettings, StageConfig
 
 log = logging.getLogger(__name__)
 
 STAGE = "embed"  # the `stage` label of the embedding calls' metrics and limiter bucket
 STAGE_HEADER = "X-Voc-Stage"
-_RETRYABLE_STATUS = {408, 409, 425}
 
 Vector = array  # array('f'): the provider's float32 values
 _BIG_ENDIAN = sys.byteorder == "big"  # the cache holds little-endian bytes everywhere
@@ -108,16 +111,6 @@ class EmbedsText(Protocol):
     ) -> list[Vector]:
         """One vector per text, in order (`cache=False`: ask the provider again)."""
         ...
-
-
-class _Retry(Exception):
-    """Internal: a retryable failure of one embeddings call."""
-
-    def __init__(self, kind: str, cause: BaseException, retry_after: float | None = None):
-        super().__init__(kind)
-        self.kind = kind
-        self.cause = cause
-        self.retry_after = retry_after
 
 
 def embed_cache_key(prefix: str, cfg: StageConfig, dimensions: int | None, text: str) -> str:
@@ -252,7 +245,7 @@ class Embedder:
             calls += 1
             try:
                 return await self._attempt(texts, estimate, deadline)
-            except _Retry as r:
+            except ProviderRetry as r:
                 failures += 1
                 m.errors.labels(STAGE, cfg.model, r.kind).inc()
                 if r.kind == "rate_limited":
@@ -271,7 +264,7 @@ class Embedder:
                 await asyncio.sleep(delay)
 
     async def _attempt(self, texts: list[str], estimate: int, deadline: float) -> list[Vector]:
-        """One provider call: the batch's vectors, or `_Retry` / a final error."""
+        """One provider call: the batch's vectors, or `ProviderRetry` / a final error."""
         cfg = self.cfg
         m = self.metrics
         timeout = max(0.05, min(cfg.timeout_s, deadline - time.monotonic()))
@@ -293,29 +286,14 @@ class Embedder:
                 response = raw.parse()
             vectors = _vectors(response, len(texts))
             outcome = "ok"
-        except openai.RateLimitError as exc:
-            outcome = "rate_limited"
-            raise _Retry(outcome, exc, parse_retry_after(exc.response.headers)) from exc
-        except openai.APIStatusError as exc:
-            if exc.status_code >= 500 or exc.status_code in _RETRYABLE_STATUS:
-                outcome = "server_error"
-                raise _Retry(outcome, exc, parse_retry_after(exc.response.headers)) from exc
-            outcome = "rejected"
-            m.errors.labels(STAGE, cfg.model, outcome).inc()
-            raise LLMRequestRejected(
-                f"embed: provider refused the request ({exc.status_code}): {exc.message[:200]}",
-                stage=STAGE,
-                status_code=exc.status_code,
-            ) from exc
-        except (openai.APITimeoutError, TimeoutError) as exc:
-            outcome = "timeout"
-            raise _Retry(outcome, exc) from exc
-        except openai.APIConnectionError as exc:
-            outcome = "connection"
-            raise _Retry(outcome, exc) from exc
-        except (openai.APIResponseValidationError, ValueError) as exc:
-            outcome = "server_error"  # the body is not an embeddings answer for our inputs
-            raise _Retry(outcome, exc) from exc
+        except PROVIDER_ERRORS as exc:
+            failure = provider_failure(exc, STAGE)
+            if isinstance(failure, ProviderRetry):
+                outcome = failure.kind
+            else:
+                outcome = "rejected"
+                m.errors.labels(STAGE, cfg.model, outcome).inc()
+            raise failure from exc
         finally:
             m.calls.labels(STAGE, cfg.model, outcome).inc()
             m.latency.labels(STAGE, cfg.model).observe(time.monotonic() - t0)
@@ -343,7 +321,7 @@ def _vectors(response: Any, expected: int) -> list[Vector]:
     return out
 
 
-def _give_up(r: _Retry, calls: int) -> LLMError:
+def _give_up(r: ProviderRetry, calls: int) -> LLMError:
     msg = f"embed: {r.kind} after {calls} calls: {str(r.cause)[:200]}"
     log.warning("llm embed: giving up after %d calls (%s)", calls, r.kind)
     if r.kind == "timeout":

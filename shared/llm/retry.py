@@ -11,6 +11,10 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import openai
+
+from shared.llm.errors import LLMRequestRejected
+
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 
 # Retry-After values above this are treated as a refusal rather than a pause.
@@ -132,3 +136,53 @@ def parse_ratelimit_headers(headers: Mapping[str, str]) -> RateLimitHeaders:
         reset_requests_s=parse_duration(headers.get("x-ratelimit-reset-requests")),
         reset_tokens_s=parse_duration(headers.get("x-ratelimit-reset-tokens")),
     )
+
+
+# 4xx answers that are the provider's trouble, not the request's: retried like a 5xx.
+RETRYABLE_STATUS = frozenset({408, 409, 425})
+
+
+class ProviderRetry(Exception):
+    """A retryable failure of one provider call: its `kind` (the calls metric's outcome),
+    the `cause`, and how long the provider asked us to wait (`retry_after`, seconds)."""
+
+    def __init__(self, kind: str, cause: BaseException, retry_after: float | None = None):
+        super().__init__(kind)
+        self.kind = kind
+        self.cause = cause
+        self.retry_after = retry_after
+
+
+def provider_failure(exc: BaseException, stage: str) -> ProviderRetry | LLMRequestRejected:
+    """What an exception of one `openai` call means: a `ProviderRetry` (429, 5xx, 408/409/
+    425, timeouts, connection errors, a body that is no answer) or, for any other 4xx, an
+    `LLMRequestRejected` that no retry cures. `exc` is one of `PROVIDER_ERRORS`."""
+    if isinstance(exc, openai.RateLimitError):
+        return ProviderRetry("rate_limited", exc, parse_retry_after(exc.response.headers))
+    if isinstance(exc, openai.APIStatusError):
+        if exc.status_code >= 500 or exc.status_code in RETRYABLE_STATUS:
+            return ProviderRetry("server_error", exc, parse_retry_after(exc.response.headers))
+        return LLMRequestRejected(
+            f"{stage}: provider refused the request ({exc.status_code}): {exc.message[:200]}",
+            stage=stage,
+            status_code=exc.status_code,
+        )
+    if isinstance(exc, openai.APITimeoutError | TimeoutError):
+        return ProviderRetry("timeout", exc)
+    if isinstance(exc, openai.APIConnectionError):
+        return ProviderRetry("connection", exc)
+    # openai.APIResponseValidationError or ValueError: the body is not an answer
+    return ProviderRetry("server_error", exc)
+
+
+# What `provider_failure` understands. APITimeoutError is an APIConnectionError, and both
+# come before the generic `openai.APIError` subclasses they would otherwise fall under.
+PROVIDER_ERRORS: tuple[type[BaseException], ...] = (
+    openai.RateLimitError,
+    openai.APIStatusError,
+    openai.APITimeoutError,
+    TimeoutError,
+    openai.APIConnectionError,
+    openai.APIResponseValidationError,
+    ValueError,
+)
