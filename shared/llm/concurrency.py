@@ -40,19 +40,17 @@ import random
 import time
 import uuid
 from collections.abc import AsyncIterator
-from importlib import resources
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from shared.llm.errors import LLMRateLimited
 from shared.llm.metrics import LLMMetrics
 from shared.llm.settings import LLMSettings, StageConfig
+from shared.llm.shared_script import SharedScript
 
 log = logging.getLogger(__name__)
 
-PROBE_INTERVAL_S = 1.0
 # The first re-asks come quickly (a slot often frees within milliseconds under load),
 # then back off to the configured poll interval.
 FIRST_POLL_S = 0.02
@@ -80,14 +78,19 @@ class ConcurrencyLimiter:
         gate: asyncio.Semaphore | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        self._redis = redis
         self._settings = settings
         self._metrics = metrics
-        self._gate = gate or asyncio.Semaphore(settings.redis_max_concurrency)
         self._rng = rng or random.Random()
-        self._script: Any = None
-        self._down = False
-        self._down_until = 0.0
+        self._shared = SharedScript(
+            redis,
+            "concurrency.lua",
+            gate=gate or asyncio.Semaphore(settings.redis_max_concurrency),
+            timeout_s=settings.redis_timeout_s,
+            what="llm concurrency cap",
+            fallback=f"each process now allows {settings.fallback_fraction:.0%} of the cap",
+            resumed="shared cap resumed",
+            gauge=metrics.concurrency_fallback if metrics else None,
+        )
         self._held: dict[str, int] = {}  # this process's calls holding a slot, per key
         self._freed: dict[str, asyncio.Event] = {}
         self._background: set[asyncio.Task[Any]] = set()
@@ -95,7 +98,7 @@ class ConcurrencyLimiter:
     @property
     def degraded(self) -> bool:
         """True while the cap runs on its local fallback."""
-        return self._down
+        return self._shared.down
 
     def _keys(self, limit_key: str) -> list[str]:
         tag = "{" + f"{self._settings.key_prefix}:cc:{limit_key}" + "}"
@@ -103,38 +106,7 @@ class ConcurrencyLimiter:
 
     async def _eval(self, limit_key: str, args: list[Any]) -> list[int] | None:
         """Run one script step; None (and fallback mode) while Redis is unreachable."""
-        if self._redis is None:
-            return None
-        if self._down and time.monotonic() < self._down_until:
-            return None
-        if self._script is None:
-            text = resources.files("shared.llm").joinpath("concurrency.lua").read_text()
-            self._script = self._redis.register_script(text)
-        try:
-            async with self._gate:
-                result = await asyncio.wait_for(
-                    self._script(keys=self._keys(limit_key), args=args),
-                    self._settings.redis_timeout_s,
-                )
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._down_until = time.monotonic() + PROBE_INTERVAL_S
-            if not self._down:
-                self._down = True
-                log.warning(
-                    "llm concurrency cap: Redis unreachable (%s); each process now allows "
-                    "%.0f%% of the cap until it is back",
-                    type(exc).__name__,
-                    self._settings.fallback_fraction * 100,
-                )
-                if self._metrics:
-                    self._metrics.concurrency_fallback.set(1)
-            return None
-        if self._down:
-            self._down = False
-            log.info("llm concurrency cap: Redis is back; shared cap resumed")
-            if self._metrics:
-                self._metrics.concurrency_fallback.set(0)
-        return [int(x) for x in result]
+        return await self._shared.run(self._keys(limit_key), args)
 
     @contextlib.asynccontextmanager
     async def hold(self, cfg: StageConfig, deadline: float) -> AsyncIterator[None]:

@@ -37,20 +37,18 @@ import math
 import time
 import uuid
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from shared.llm.errors import LLMRateLimited
 from shared.llm.metrics import LLMMetrics
 from shared.llm.settings import LLMSettings, StageConfig
+from shared.llm.shared_script import SharedScript
 
 log = logging.getLogger(__name__)
 
 DEFAULT_JOB = "_"
-PROBE_INTERVAL_S = 1.0
 MAX_STALE_SLOTS = 2
 # A Retry-After shorter than this still slows everyone down for this long.
 PENALTY_MIN_WINDOW_S = 0.25
@@ -147,16 +145,19 @@ class RateLimiter:
         *,
         gate: asyncio.Semaphore | None = None,
     ) -> None:
-        self._redis = redis
-        # Bounds this process's concurrent Redis calls: hundreds of callers must queue here,
-        # not exhaust the client's connection pool (MaxConnectionsError).
-        self._gate = gate or asyncio.Semaphore(settings.redis_max_concurrency)
         self._settings = settings
         self._metrics = metrics
-        self._script: Any = None
         self._local = LocalLimiter()
-        self._down_until = 0.0
-        self._down = False
+        self._shared = SharedScript(
+            redis,
+            "ratelimit.lua",
+            gate=gate or asyncio.Semaphore(settings.redis_max_concurrency),
+            timeout_s=settings.redis_timeout_s,
+            what="llm limiter",
+            fallback=f"using a local limit of {settings.fallback_fraction:.0%} of the quota",
+            resumed="shared limiting resumed",
+            gauge=metrics.limiter_fallback if metrics else None,
+        )
 
     def _keys(self, limit_key: str, job: str) -> list[str]:
         tag = "{" + f"{self._settings.key_prefix}:rl:{limit_key}" + "}"
@@ -164,43 +165,12 @@ class RateLimiter:
 
     async def _eval(self, keys: list[str], args: list[Any]) -> list[int] | None:
         """Run the script; None (and fallback mode) when Redis is unreachable."""
-        if self._redis is None:
-            return None
-        now = time.monotonic()
-        if self._down and now < self._down_until:
-            return None
-        if self._script is None:
-            text = resources.files("shared.llm").joinpath("ratelimit.lua").read_text()
-            self._script = self._redis.register_script(text)
-        try:
-            async with self._gate:
-                result = await asyncio.wait_for(
-                    self._script(keys=keys, args=args), self._settings.redis_timeout_s
-                )
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._down_until = time.monotonic() + PROBE_INTERVAL_S
-            if not self._down:
-                self._down = True
-                log.warning(
-                    "llm limiter: Redis unreachable (%s); using a local limit of %.0f%% "
-                    "of the quota until it is back",
-                    type(exc).__name__,
-                    self._settings.fallback_fraction * 100,
-                )
-                if self._metrics:
-                    self._metrics.limiter_fallback.set(1)
-            return None
-        if self._down:
-            self._down = False
-            log.info("llm limiter: Redis is back; shared limiting resumed")
-            if self._metrics:
-                self._metrics.limiter_fallback.set(0)
-        return [int(x) for x in result]
+        return await self._shared.run(keys, args)
 
     @property
     def degraded(self) -> bool:
         """True while the limiter runs on its local fallback."""
-        return self._down
+        return self._shared.down
 
     def _tps(self, cfg: StageConfig) -> float:
         return cfg.tpm / 60.0 if cfg.tpm > 0 else 0.0
