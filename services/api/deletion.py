@@ -47,13 +47,16 @@ _TOMBSTONE = text(
     "options = '{}'::jsonb, updated_at = now() "
     f"WHERE id = :id AND tenant_id = :tenant_id AND status <> '{DELETED}' RETURNING id"
 )
+# The jobs to expire are a MATERIALIZED CTE, evaluated once: as an IN subquery the planner
+# may rescan it and expire more than `limit` jobs per sweep (test_claim_limits.py).
 _EXPIRE = text(
-    f"UPDATE jobs SET status = '{DELETED}', product = '', callback_url = NULL, "
-    "options = '{}'::jsonb, updated_at = now() "
-    "WHERE id IN (SELECT id FROM jobs "
+    "WITH c AS MATERIALIZED (SELECT id FROM jobs "
     f"  WHERE status <> '{DELETED}' AND created_at < now() - make_interval(secs => :age_s) "
     "  ORDER BY created_at LIMIT :limit FOR UPDATE SKIP LOCKED) "
-    "RETURNING id, tenant_id"
+    f"UPDATE jobs SET status = '{DELETED}', product = '', callback_url = NULL, "
+    "options = '{}'::jsonb, updated_at = now() "
+    "FROM c WHERE jobs.id = c.id "
+    "RETURNING jobs.id, jobs.tenant_id"
 )
 _RECENT_TOMBSTONES = text(
     f"SELECT id FROM jobs WHERE status = '{DELETED}' "

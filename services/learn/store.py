@@ -65,15 +65,20 @@ FROM turns
 ORDER BY turn, oldest, job_id
 LIMIT %(limit)s
 """
+# The batches to claim are a MATERIALIZED CTE, evaluated once: as a subquery in FROM the
+# planner may rescan it per outer row, each rescan skipping the rows this statement has
+# already updated, and so claim every held batch instead of `limit`
+# (tests/integration/test_claim_limits.py).
 _CLAIM_SQL = """
-UPDATE learn_pending p SET claimed_until = now() + make_interval(secs => %(lease_s)s)
-FROM (
+WITH c AS MATERIALIZED (
   SELECT job_id, batch_key FROM learn_pending
   WHERE job_id = %(job)s AND (claimed_until IS NULL OR claimed_until < now())
   ORDER BY batch_key
   LIMIT %(limit)s
   FOR UPDATE SKIP LOCKED
-) c
+)
+UPDATE learn_pending p SET claimed_until = now() + make_interval(secs => %(lease_s)s)
+FROM c
 WHERE p.job_id = c.job_id AND p.batch_key = c.batch_key
 RETURNING p.batch_key, p.reviews
 """

@@ -112,15 +112,18 @@ WHERE id = %(id)s AND status = ANY(%(allowed_from)s)
 RETURNING id
 """
 
+# A MATERIALIZED CTE, evaluated once, so the claim takes at most `limit` events whatever
+# the plan (see services/learn/store.py, _CLAIM_SQL).
 Q_CLAIM_EVENTS = """
-UPDATE job_events e SET claimed_until = now() + make_interval(secs => %(lease_s)s)
-FROM (
+WITH c AS MATERIALIZED (
   SELECT id FROM job_events
   WHERE produced_at IS NULL AND (claimed_until IS NULL OR claimed_until < now())
   ORDER BY seq
   LIMIT %(limit)s
   FOR UPDATE SKIP LOCKED
-) c
+)
+UPDATE job_events e SET claimed_until = now() + make_interval(secs => %(lease_s)s)
+FROM c
 WHERE e.id = c.id
 RETURNING e.seq, e.id, e.job_id, e.value
 """

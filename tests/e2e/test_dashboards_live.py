@@ -43,6 +43,7 @@ SAMPLE = ROOT / "voc" / "samples" / "earbuds_reviews.csv"
 DASHBOARDS = sorted((ROOT / "deploy" / "grafana" / "dashboards").glob("*.json"))
 SCRAPE = "2s"
 JOB_TIMEOUT_S = 600.0
+PANELS_TIMEOUT_S = 60.0
 
 
 def _free_port() -> int:
@@ -144,22 +145,35 @@ def _small_job(stack: Any, n: int = 40) -> str:
     raise AssertionError(f"job {job_id} did not complete in {JOB_TIMEOUT_S}s")
 
 
-def test_every_dashboard_panel_returns_series(
-    stack: Any, prometheus: str, lag_exporter: tuple[int, int]
-) -> None:
-    _small_job(stack)
-    time.sleep(6)  # a few scrapes after the job, so its last counters are in
-
-    targets = query(prometheus, "up")
-    down = [t["metric"] for t in targets if t["value"][1] != "1"]
-    assert targets and not down, f"targets down: {down}"
-
+def _panel_counts(prometheus: str) -> list[tuple[str, str, int]]:
+    """(dashboard, panel title, series returned) for every panel query."""
     gen = _generator()
     counts: list[tuple[str, str, int]] = []
     for path in DASHBOARDS:
         doc = json.loads(path.read_text())
         for title, expr in gen.panel_queries(doc, rate_interval="5m"):
             counts.append((path.stem, title, len(query(prometheus, expr))))
+    return counts
+
+
+def test_every_dashboard_panel_returns_series(
+    stack: Any, prometheus: str, lag_exporter: tuple[int, int]
+) -> None:
+    _small_job(stack)
+    # A rate needs two successful scrapes of a target; on a loaded machine a scrape can
+    # time out (a target's last scrape being up says nothing of the ones before), so wait
+    # for the panels rather than a fixed number of scrape intervals.
+    deadline = time.monotonic() + PANELS_TIMEOUT_S
+    while True:
+        counts = _panel_counts(prometheus)
+        empty = [(d, t) for d, t, n in counts if n == 0]
+        if not empty or time.monotonic() > deadline:
+            break
+        time.sleep(2.0)
+
+    targets = query(prometheus, "up")
+    down = [t["metric"] for t in targets if t["value"][1] != "1"]
+    assert targets and not down, f"targets down: {down}"
     width = max(len(t) for _, t, _ in counts)
     sys.stdout.write("\ndashboard  panel" + " " * (width - 5) + "  series\n")
     for dash, title, n in counts:
@@ -170,8 +184,13 @@ def test_every_dashboard_panel_returns_series(
         f"lag exporter: poll of all groups {poll_ms[0]['value'][1] if poll_ms else '?'} ms, "
         f"RSS {rss_kb / 1024:.1f} MiB\n"
     )
-    empty = [(d, t) for d, t, n in counts if n == 0]
-    assert not empty, f"panels without data: {empty}"
+    scrapes = {
+        t["metric"].get("job", "?"): (t["value"][1], o["value"][1])
+        for t in query(prometheus, "count_over_time(up[5m])")
+        for o in query(prometheus, "sum_over_time(up[5m])")
+        if o["metric"] == t["metric"]
+    }
+    assert not empty, f"panels without data: {empty}; scrapes (all, up) by job: {scrapes}"
 
 
 def test_alert_rules_load_and_evaluate(prometheus: str) -> None:
