@@ -29,6 +29,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Sequence
@@ -164,17 +165,20 @@ async def produce_source(bootstrap: str, topic: str, n: int) -> None:
 
 
 async def wait_relayed(
-    bootstrap: str, topic: str, n: int, timeout_s: float, child: subprocess.Popen[bytes]
+    bootstrap: str,
+    topic: str,
+    partitions: int,
+    n: int,
+    timeout_s: float,
+    child: subprocess.Popen[bytes],
 ) -> float:
     """Wait until `topic` holds `n` records; the rate from their first to last timestamp."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        while not parts:
-            await asyncio.sleep(0.2)
-            parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        # The partitions are known (created here): a consumer's cached metadata may not list
+        # a topic created just before it started, and is not refreshed for unread topics.
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
         deadline = time.monotonic() + timeout_s
         while True:
             ends = await consumer.end_offsets(tps)
@@ -190,6 +194,8 @@ async def wait_relayed(
         await consumer.seek_to_beginning(*tps)
         first, last, seen = float("inf"), 0.0, 0
         while seen < n:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"read {seen}/{n} relayed records in {timeout_s:.0f}s")
             polled = await consumer.getmany(timeout_ms=1000, max_records=50_000)
             for recs in polled.values():
                 for r in recs:
@@ -218,11 +224,18 @@ async def measure(mode: str, bootstrap: str, n: int, partitions: int, timeout_s:
     await produce_source(bootstrap, src, n)
     argv = [sys.executable, "-m", "bench.faust_relay", "--child", mode, "--src", src]
     argv += ["--dst", dst, "--bootstrap", bootstrap, "--partitions", str(partitions)]
-    child = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL)
-    try:
-        return await wait_relayed(bootstrap, dst, n, timeout_s, child)
-    finally:
-        stop(child)
+    # Faust writes its `<app id>-data` directory into the working directory even with the
+    # memory store: the child runs in a temporary one (removed after) with ROOT importable.
+    with tempfile.TemporaryDirectory(prefix="voc-bench-faust-") as cwd:
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        }
+        child = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL)
+        try:
+            return await wait_relayed(bootstrap, dst, partitions, n, timeout_s, child)
+        finally:
+            stop(child)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
