@@ -17,7 +17,7 @@ LINT_PATHS := shared services voc tests tools
 MYPY_EXCLUDE := '^tools/(helm|kafka)/'
 
 .PHONY: help install up down status lint test test-unit demo bench-ingest bench-llm bench-e2e \
-        bench-faust bench-scale eval-analysis chaos fake-llm clean distclean test-real-llm
+        bench-api bench-fairness bench-faust bench-scale eval-analysis chaos fake-llm clean distclean test-real-llm
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -67,6 +67,12 @@ bench-llm: up ## LLM quota-utilisation benchmark; ARGS=... are passed on
 
 bench-e2e: up ## end-to-end job benchmark; ARGS=... are passed on
 	$(BIN)/python -m bench.e2e $(ARGS)
+
+bench-api: up ## one API process under wrk and hey: create, status (cached/uncached), 1,000-row upload; ARGS=...
+	$(BIN)/python -m bench.api --profile $(PROFILE) $(ARGS)
+
+bench-fairness: up ## tenant B's small job alone and beside tenant A's 50k-review job; ARGS=...
+	$(BIN)/python -m bench.fairness --profile $(PROFILE) $(ARGS)
 
 bench-scale: up ## the same job on 1, 2 and 3 replicas per stage against a slow model; ARGS=...
 	$(BIN)/python -m bench.scale $(ARGS)

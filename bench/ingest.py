@@ -230,9 +230,12 @@ async def _run(
 class Profiler:
     """py-spy recordings of the API and ingest processes during a run (`--profile DIR`)."""
 
-    def __init__(self, out_dir: Path | None, stack: Stack) -> None:
+    def __init__(
+        self, out_dir: Path | None, stack: Stack, pids: dict[str, int] | None = None
+    ) -> None:
         self.out_dir = out_dir
         self.stack = stack
+        self.pids = pids
         self._procs: list[subprocess.Popen[bytes]] = []
         self.files: list[Path] = []
 
@@ -244,10 +247,11 @@ class Profiler:
             raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
         self.out_dir.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%H%M%S")
-        for name in ("api", "ingest"):
-            pid = self.stack.service_pid(name)
-            if pid is None:
-                continue
+        pids = self.pids
+        if pids is None:
+            found = {n: self.stack.service_pid(n) for n in ("api", "ingest")}
+            pids = {n: p for n, p in found.items() if p is not None}
+        for name, pid in pids.items():
             path = self.out_dir / f"{name}-{stamp}.txt"
             self.files.append(path)
             self._procs.append(

@@ -126,7 +126,6 @@ def _lookups_exhausted(address: str, per_s: float, wait: float) -> HTTPException
 async def get_tenant(
     request: Request,
     clients: ClientsDep,
-    session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Tenant:
     """Authenticate the API key and charge the tenant's rate limit (401 / 429 / 503)."""
@@ -143,7 +142,9 @@ async def get_tenant(
         blocked, until = clients.lookup_blocks.lookup(address)
         if blocked and until is not None:
             raise _lookups_exhausted(address, settings.key_lookups_per_s, until - time.monotonic())
-        tenant_id, valid_for_s = await store.tenant_for_key(session, key_hash)
+        # A session only on a key-cache miss: most requests need none for auth.
+        async with clients.sessions() as session:
+            tenant_id, valid_for_s = await store.tenant_for_key(session, key_hash)
         metrics.KEY_LOOKUPS.labels("known" if tenant_id is not None else "unknown").inc()
         clients.keys.put(key_hash, tenant_id, valid_for_s)
         if tenant_id is None:

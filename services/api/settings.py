@@ -45,6 +45,7 @@ class ApiSettings(CommonSettings):
     # Job status cache in Redis: short while a job runs, long once it is final.
     status_ttl_s: float = Field(default=1.0, validation_alias="VOC_API_STATUS_TTL_S")
     status_final_ttl_s: float = Field(default=300.0, validation_alias="VOC_API_STATUS_FINAL_TTL_S")
+    db_pool_size: int = Field(default=16, validation_alias="VOC_API_DB_POOL_SIZE")
     db_max_overflow: int = Field(default=16, validation_alias="VOC_API_DB_MAX_OVERFLOW")
     ready_timeout_s: float = Field(default=2.0, validation_alias="VOC_API_READY_TIMEOUT_S")
     # /ready answers from its last check for this long (probes and scanners cost nothing).
