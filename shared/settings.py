@@ -138,6 +138,14 @@ class RuntimeSettings(BaseSettings):
     shutdown_grace_s: float = Field(default=3.0, ge=0, validation_alias="VOC_SHUTDOWN_GRACE_S")
     # How often a stage probes Postgres and Kafka for `/ready`.
     probe_interval_s: float = Field(default=5.0, gt=0, validation_alias="VOC_PROBE_INTERVAL_S")
+    # Stages with an overflow lane (shared.stage.fair): past its first `job_free_reviews`,
+    # a job's records beyond `job_share_reviews` reviews in the process's handlers go to
+    # the lane, which runs `overflow_max_inflight` batches.
+    job_free_reviews: int = Field(default=1000, ge=0, validation_alias="VOC_JOB_FREE_REVIEWS")
+    job_share_reviews: int = Field(default=400, ge=1, validation_alias="VOC_JOB_SHARE_REVIEWS")
+    overflow_max_inflight: int = Field(
+        default=2, ge=1, validation_alias="VOC_OVERFLOW_MAX_INFLIGHT"
+    )
 
 
 class CommonSettings(BaseSettings):

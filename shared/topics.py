@@ -82,6 +82,17 @@ def retry_topic(stage: str, tier: int) -> TopicSpec:
     return TopicSpec(f"{stage}.retry.{tier}", None, key="as the input record", partitions=3)
 
 
+# Stages whose input has an overflow lane (the LLM stages, where a job's backlog is slow to
+# drain): see shared.stage.fair.
+OVERFLOW_STAGES = ("translate", "insight")
+
+
+def overflow_topic(stage: str) -> TopicSpec:
+    """A stage's overflow lane: input records of jobs that held their share of the stage,
+    consumed by a runner of their own so they do not queue other jobs' records out."""
+    return TopicSpec(f"{stage}.overflow", None, key="as the input record")
+
+
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     REVIEWS_SUBMITTED,
     REVIEWS_INGESTED,
@@ -92,6 +103,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     JOBS_COMPLETED,
     *(dlq(s) for s in STAGES),
     *(retry_topic(s, t) for s in STAGES for t in range(1, RETRY_TIERS + 1)),
+    *(overflow_topic(s) for s in OVERFLOW_STAGES),
 )
 
 

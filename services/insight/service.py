@@ -52,6 +52,7 @@ from shared.prompts.insight import PROMPT, InsightOutput
 from shared.redis import redis_client
 from shared.settings import CommonSettings
 from shared.stage import INFRA_ERRORS, DeadLetterOut, Incoming, Outgoing, StageResult
+from shared.stage.fair import FairSlots
 from shared.topics import INSIGHTS_EXTRACTED, REVIEWS_TRANSLATED, TopicSpec
 
 log = logging.getLogger(__name__)
@@ -126,7 +127,7 @@ class InsightHandler:
         self.llm = llm
         self.output_topic = INSIGHTS_EXTRACTED.full_name(topic_prefix)
         # One semaphore for every batch in flight: FIFO, so older batches go first.
-        self.slots = asyncio.Semaphore(concurrency)
+        self.slots = FairSlots(concurrency)  # handed out to the jobs waiting in turn
         self._closers = list(closers)
 
     async def handle(self, batch: Sequence[Incoming]) -> StageResult:
@@ -188,7 +189,7 @@ class InsightHandler:
             return ReviewOutcome(review, failure=Failure("JobModelMissing", f"job {job_id}"))
         if not review.original.strip():
             return ReviewOutcome(review)
-        async with self.slots:
+        async with self.slots.slot(job_id):
             metrics.EXTRACTING.inc()
             started = time.perf_counter()
             try:

@@ -17,6 +17,7 @@ def main() -> None:
         functools.partial(build, translate_settings=settings),
         max_records=settings.max_records,
         max_inflight=settings.max_inflight,
+        overflow=True,  # a big job's backlog must not queue other jobs out (shared.stage.fair)
     )
 
 

@@ -51,6 +51,7 @@ from shared.prompts.translate import TranslatedItem, TranslateOutput
 from shared.redis import redis_client
 from shared.settings import CommonSettings
 from shared.stage import DeadLetterOut, Incoming, Outgoing, StageResult
+from shared.stage.fair import FairSlots
 from shared.topics import REVIEWS_LEARNED, REVIEWS_TRANSLATED, TopicSpec
 
 log = logging.getLogger(__name__)
@@ -159,7 +160,7 @@ class TranslateHandler:
     ) -> None:
         self.translator = translator
         self.limits = limits
-        self.sem = asyncio.Semaphore(concurrency)
+        self.sem = FairSlots(concurrency)  # handed out to the jobs waiting in turn
         self.output_topic = REVIEWS_TRANSLATED.full_name(topic_prefix)
         # A pack answered malformed is split by the packer (fewer items per call).
         self.packer: CallPacker[Translated | _Failure] = CallPacker(
@@ -224,7 +225,7 @@ class TranslateHandler:
         metrics.CALL_ITEMS.observe(len(call))
         out: dict[str, Translated | _Failure] = {}
         try:
-            async with self.sem:
+            async with self.sem.slot(job_id):
                 answer = await self.translator.translate(
                     job_id, target_language, call, cache=job_id not in self._fresh
                 )
@@ -259,7 +260,7 @@ class TranslateHandler:
         """One review in a call of its own, the answer validated to contain just it."""
         metrics.CALLS.labels("single").inc()
         try:
-            async with self.sem:
+            async with self.sem.slot(job_id):
                 answer = await self.translator.translate(
                     job_id,
                     target_language,

@@ -52,7 +52,7 @@ from shared.stage.faults import KAFKA, Faults, InfraProbe, short
 from shared.stage.observer import PrometheusObserver, StageObserver
 from shared.stage.offsets import OffsetTracker, Span
 from shared.stage.sink import Producer, ProducerSlot, Sink
-from shared.topics import retry_topic, stage_group
+from shared.topics import overflow_topic, retry_topic, stage_group
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +132,7 @@ class StageRunner:
         group_id: str | None = None,
         health: Health | None = None,
         retry_tier: int = 0,
+        overflow: bool = False,
         observer: StageObserver | None = None,
         probe: Callable[[str], Awaitable[bool]] | None = None,
         consumer: Consumer | None = None,
@@ -143,6 +144,7 @@ class StageRunner:
         self.max_records = max_records
         self.max_inflight = max_inflight
         self.retry_tier = retry_tier
+        self.overflow = overflow
         self.health = health or Health()
         self.observer = observer or PrometheusObserver(handler.name)
         prefix = settings.kafka.topic_prefix
@@ -152,6 +154,11 @@ class StageRunner:
             # input topic's partitions, which is the point of the tiers.
             self.input_topic = retry_topic(handler.name, retry_tier).full_name(prefix)
             self.group_id = f"{group}.retry"
+        elif overflow:
+            # The overflow lane (shared.stage.fair): a group of its own, so its backlog
+            # and the input topic's are consumed side by side.
+            self.input_topic = overflow_topic(handler.name).full_name(prefix)
+            self.group_id = f"{group}.overflow"
         else:
             self.input_topic = handler.input.full_name(prefix)
             self.group_id = group
@@ -250,7 +257,9 @@ class StageRunner:
         self.consumer = consumer
 
     def _client_id(self) -> str:
-        return f"voc-{self.handler.name}" + (f"-retry{self.retry_tier}" if self.retry_tier else "")
+        if self.retry_tier:
+            return f"voc-{self.handler.name}-retry{self.retry_tier}"
+        return f"voc-{self.handler.name}" + ("-overflow" if self.overflow else "")
 
     def _new_producer(self) -> Producer:
         producer: Producer = AIOKafkaProducer(
@@ -293,7 +302,7 @@ class StageRunner:
         """Poll and process until `stopping` is set; raises if a batch failed fatally."""
         assert self.consumer is not None
         committer = asyncio.create_task(self._committer())
-        if isinstance(self.handler, Ticks) and not self.retry_tier:
+        if isinstance(self.handler, Ticks) and not self.retry_tier and not self.overflow:
             self._tick = asyncio.create_task(self._tick_loop(self.handler))
         delay = 0.2
         try:

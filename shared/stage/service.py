@@ -2,7 +2,8 @@
 
 `main(name, build, ...)` is what every `services/<stage>/__main__.py` calls. It opens the
 Postgres pool (waiting for Postgres if it is down), builds the handler, and runs one
-`StageRunner` on the input topic plus one per retry tier, sharing one `Health` (served on
+`StageRunner` on the input topic plus one per retry tier (and, for the LLM stages, one on
+the overflow lane of `shared.stage.fair`), sharing one `Health` (served on
 `VOC_METRICS_PORT` with `/metrics`) and one `InfraProbe`. SIGTERM or SIGINT stops every
 runner (see `StageRunner.stop`: bounded in time, so a hung LLM call never holds the
 process), then the handler and the pool are closed.
@@ -28,10 +29,11 @@ from shared.settings import CommonSettings
 from shared.stage.contract import StageHandler
 from shared.stage.deadletters import parse_delays
 from shared.stage.deleted import DeletedJobs, SkipDeletedJobs
+from shared.stage.fair import JobShares, ShareJobs
 from shared.stage.faults import POSTGRES, InfraProbe, short
 from shared.stage.observer import PrometheusObserver
 from shared.stage.runner import StageRunner
-from shared.topics import RETRY_TIERS
+from shared.topics import RETRY_TIERS, overflow_topic
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +48,13 @@ async def run_service(
     max_inflight: int = 1,
     settings: CommonSettings | None = None,
     retries: bool = True,
+    overflow: bool = False,
 ) -> None:
     """Run a stage process until SIGTERM (see the module docstring).
 
     Besides the input topic's runner, one runner per retry tier consumes the stage's retry
-    topics (`retries=False` for a stage that never reports a retryable error).
+    topics (`retries=False` for a stage that never reports a retryable error), and with
+    `overflow` one more its overflow lane (`shared.stage.fair`).
     """
     settings = settings or CommonSettings()
     rt = settings.runtime
@@ -63,7 +67,8 @@ async def run_service(
     tiers = min(len(parse_delays(rt.retry_delays_s)), RETRY_TIERS) if retries else 0
     probe = InfraProbe(settings.db.libpq_url(), settings.kafka.bootstrap_servers, health)
     watch = asyncio.create_task(probe.watch(rt.probe_interval_s))
-    size = max(2, max_inflight + 1 + tiers)
+    lane_inflight = rt.overflow_max_inflight if overflow else 0
+    size = max(2, max_inflight + 1 + tiers + lane_inflight)
     pool: ConnectionPool | None = None
     runners: list[StageRunner] = []
     handler: StageHandler | None = None
@@ -74,20 +79,34 @@ async def run_service(
         # Records of deleted jobs never reach a stage's handler (see shared.stage.deleted).
         handler = SkipDeletedJobs(await build(settings, pool), DeletedJobs(pool))
         observer = PrometheusObserver(name)
-        runners = [
-            StageRunner(
-                handler,
+
+        def runner(h: StageHandler, **lane: Any) -> StageRunner:
+            return StageRunner(
+                h,
                 settings,
                 pool,
                 max_records=max_records,
-                max_inflight=max_inflight if tier == 0 else 1,
-                retry_tier=tier,
                 health=health,
                 observer=observer,
                 probe=probe.works,
+                **lane,
             )
-            for tier in range(tiers + 1)
-        ]
+
+        if overflow:
+            # Every lane counts its jobs' reviews; only the input topic's defers.
+            shares = JobShares(rt.job_share_reviews, rt.job_free_reviews)
+            lane_topic = overflow_topic(name).full_name(settings.kafka.topic_prefix)
+            counted = ShareJobs(handler, shares, None)
+            runners = [
+                runner(ShareJobs(handler, shares, lane_topic), max_inflight=max_inflight),
+                runner(counted, max_inflight=lane_inflight, overflow=True),
+                *(runner(counted, max_inflight=1, retry_tier=t) for t in range(1, tiers + 1)),
+            ]
+        else:
+            runners = [
+                runner(handler, max_inflight=max_inflight if t == 0 else 1, retry_tier=t)
+                for t in range(tiers + 1)
+            ]
         await _until_stopped(runners, stopping)
     finally:
         await asyncio.gather(*(r.stop() for r in runners))
@@ -166,6 +185,7 @@ def main(
     max_records: int,
     max_inflight: int,
     retries: bool = True,
+    overflow: bool = False,
 ) -> None:
     """Run a stage process on uvloop until SIGTERM: what every `services/<stage>/__main__`
     calls with its build function and its batch settings. Exits 0 after a clean stop, 1
@@ -182,6 +202,7 @@ def main(
                 max_inflight=max_inflight,
                 settings=CommonSettings(),
                 retries=retries,
+                overflow=overflow,
             )
         )
     except Exception:

@@ -84,16 +84,16 @@ def reviews(job: str, n: int, texts: dict[int, str] | None = None) -> list[Trans
     return out
 
 
-async def make_job(job: str) -> None:
+async def make_job(job: str, tenant: str = TENANT) -> None:
     """The `jobs` and `job_models` rows learn would have written."""
     async with db() as conn:
         await conn.execute(
-            "INSERT INTO tenants (id) VALUES (%s) ON CONFLICT (id) DO NOTHING", (TENANT,)
+            "INSERT INTO tenants (id) VALUES (%s) ON CONFLICT (id) DO NOTHING", (tenant,)
         )
         await conn.execute(
             "INSERT INTO jobs (id, tenant_id, product, target_language, status)"
             " VALUES (%s, %s, %s, 'en', 'analysing') ON CONFLICT (id) DO NOTHING",
-            (job, TENANT, "Wireless earbuds"),
+            (job, tenant, "Wireless earbuds"),
         )
         await conn.execute(
             "INSERT INTO job_models (job_id, dimensions, five_w, sample_size, model)"

@@ -134,6 +134,8 @@ def test_services_expose_api_and_every_metrics_port() -> None:
 
 
 def test_scaled_objects_have_the_fields_keda_requires() -> None:
+    from shared import topics
+
     docs = _render()
     deployments = _by_kind(docs, "Deployment")
     scaled = _by_kind(docs, "ScaledObject")
@@ -152,14 +154,21 @@ def test_scaled_objects_have_the_fields_keda_requires() -> None:
         assert spec["maxReplicaCount"] == auto["maxReplicas"]
         assert 0 <= spec["minReplicaCount"] <= spec["maxReplicaCount"]
         assert spec["maxReplicaCount"] <= values["kafka"]["partitions"]
-        (trigger,) = spec["triggers"]
-        assert trigger["type"] == "kafka"
-        meta = trigger["metadata"]
-        assert all(isinstance(v, str) for v in meta.values()), "KEDA metadata is map[string]string"
-        assert meta["bootstrapServers"] == values["kafka"]["bootstrapServers"]
-        assert meta["consumerGroup"] == f"voc.{stage}"
-        assert meta["topic"] == f"voc.{values['stages'][stage]['topic']}"
-        assert int(meta["lagThreshold"]) > 0
+        # The input topic's group, and for the stages with an overflow lane its group too
+        # (the same names the runner uses: shared.topics, shared.stage.runner).
+        expected = [(f"voc.{stage}", f"voc.{values['stages'][stage]['topic']}")]
+        if stage in topics.OVERFLOW_STAGES:
+            lane = topics.overflow_topic(stage).full_name("voc.")
+            expected.append((f"voc.{stage}.overflow", lane))
+        assert [
+            (t["metadata"]["consumerGroup"], t["metadata"]["topic"]) for t in spec["triggers"]
+        ] == expected
+        for trigger in spec["triggers"]:
+            assert trigger["type"] == "kafka"
+            meta = trigger["metadata"]
+            assert all(isinstance(v, str) for v in meta.values()), "KEDA metadata: map[str]str"
+            assert meta["bootstrapServers"] == values["kafka"]["bootstrapServers"]
+            assert int(meta["lagThreshold"]) > 0
 
 
 def test_stage_topics_are_the_runtime_input_topics() -> None:
