@@ -6,9 +6,9 @@ replicas should add throughput until the partitions (6 per topic) or the cores r
 For each replica count the stack's stages are scaled (`Stack.scale`), `--jobs` jobs
 sharing N reviews (the shared MARC samples when present, cycled with unique ids so no
 cache answers) are submitted at once and followed to `completed`, and the reviews/s from
-the first upload to the last job's completion are measured. Several jobs, because a job's
-records after ingest are keyed by its id: one job sits on one partition of each topic, so
-it is many jobs (tenants) that replicas share, not one job's reviews.
+the first upload to the last job's completion are measured. Several jobs, because the
+later topics (`insights.extracted`, `themes.extracted`) are keyed by job id, so one job
+sits on one partition of those, and many jobs (tenants) are what replicas share there.
 
 Each insight replica is given `--insight-concurrency` calls in flight (default 4, as a
 replica of a slow self-hosted model is bounded by its own slots): that is what replicas
