@@ -54,8 +54,10 @@ from shared.llm.ratelimit import RateLimiter, estimate_tokens
 from shared.llm.repair import describe_error, echo_hint, validate_reply
 from shared.llm.retry import (
     PROVIDER_ERRORS,
+    REJECTED,
     ProviderRetry,
     backoff_delay,
+    call_outcome,
     parse_ratelimit_headers,
     provider_failure,
 )
@@ -421,10 +423,8 @@ class LLM:
             outcome = "ok"
         except PROVIDER_ERRORS as exc:
             failure = provider_failure(exc, stage)
-            if isinstance(failure, ProviderRetry):
-                outcome = failure.kind
-            else:
-                outcome = "rejected"
+            outcome = call_outcome(failure)
+            if outcome == REJECTED:
                 m.errors.labels(stage, model, outcome).inc()
             raise failure from exc
         finally:

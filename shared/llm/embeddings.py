@@ -59,8 +59,10 @@ from shared.llm.metrics import LLMMetrics
 from shared.llm.ratelimit import RateLimiter
 from shared.llm.retry import (
     PROVIDER_ERRORS,
+    REJECTED,
     ProviderRetry,
     backoff_delay,
+    call_outcome,
     parse_ratelimit_headers,
     provider_failure,
 )
@@ -288,10 +290,8 @@ class Embedder:
             outcome = "ok"
         except PROVIDER_ERRORS as exc:
             failure = provider_failure(exc, STAGE)
-            if isinstance(failure, ProviderRetry):
-                outcome = failure.kind
-            else:
-                outcome = "rejected"
+            outcome = call_outcome(failure)
+            if outcome == REJECTED:
                 m.errors.labels(STAGE, cfg.model, outcome).inc()
             raise failure from exc
         finally:

@@ -175,6 +175,15 @@ def provider_failure(exc: BaseException, stage: str) -> ProviderRetry | LLMReque
     return ProviderRetry("server_error", exc)
 
 
+REJECTED = "rejected"  # the calls metric's outcome of an `LLMRequestRejected`
+
+
+def call_outcome(failure: ProviderRetry | LLMRequestRejected) -> str:
+    """The calls metric's outcome of a `provider_failure`: the retry kind, or `rejected`
+    (which also counts as an error: no retry will cure it)."""
+    return failure.kind if isinstance(failure, ProviderRetry) else REJECTED
+
+
 # What `provider_failure` understands. APITimeoutError is an APIConnectionError, and both
 # come before the generic `openai.APIError` subclasses they would otherwise fall under.
 PROVIDER_ERRORS: tuple[type[BaseException], ...] = (
