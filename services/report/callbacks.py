@@ -44,9 +44,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from services.report import metrics
 from shared import netguard
 from shared.callback_signing import derive_secret, signed_headers
-from shared.db.models import CallbackOutbox
 from shared.db.pool import ConnectionPool
-from shared.db.upsert import Upsert, upsert
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +58,13 @@ OUTBOX_COLUMNS = (
     "delivered_at",
     "last_error",
 )
-OUTBOX_STATE = Upsert(
-    CallbackOutbox.__table__,  # type: ignore[arg-type]
-    key=("id",),
-    columns=OUTBOX_COLUMNS,
-    update=("attempts", "next_attempt_at", "delivered_at", "last_error"),
-)
+# A delivery's outcome is an UPDATE, never an upsert: the job may have been deleted (its
+# rows purged) while the POST was out, and an upsert would bring the purged row back.
+Q_SAVE = """
+UPDATE callback_outbox SET attempts = %(attempts)s, next_attempt_at = %(next_attempt_at)s,
+       delivered_at = %(delivered_at)s, last_error = %(last_error)s
+WHERE id = %(id)s
+"""
 # Lifecycle order of the events of one job inside one POST.
 _EVENT_RANK = {"report_ready": 0, "completed": 1}
 MAX_SECRETS_PER_TENANT = 5  # signatures per request while rotations overlap
@@ -313,6 +312,7 @@ SELECT o.id, o.job_id, o.url, o.payload, o.attempts, o.next_attempt_at, o.delive
 FROM callback_outbox o LEFT JOIN jobs j ON j.id = o.job_id
 WHERE o.delivered_at IS NULL AND o.attempts < %(max_attempts)s AND o.next_attempt_at <= now()
   AND o.id <> ALL(%(busy)s)
+  AND j.status IS DISTINCT FROM 'deleted'  -- a deleted job's rows wait for the sweep's purge
 ORDER BY o.next_attempt_at, o.id
 LIMIT %(limit)s
 """
@@ -357,8 +357,10 @@ class PgOutbox:
 
     async def save(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """One transaction for the rows of one delivery."""
+        state = ("id", "attempts", "next_attempt_at", "delivered_at", "last_error")
         async with self.pool.connection() as conn:
-            await upsert(conn, OUTBOX_STATE, rows)
+            async with conn.cursor() as cur:
+                await cur.executemany(Q_SAVE, [{k: r[k] for k in state} for r in rows])
             await conn.commit()
 
 

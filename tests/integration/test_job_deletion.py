@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -25,6 +26,7 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from services.api.deletion import job_tables, sweep
+from services.report.callbacks import CallbackSettings, PgOutbox, after_refusal
 from shared.db.pool import ConnectionPool
 from shared.jobstatus import status_cache_key
 from shared.stage import Incoming, StageResult
@@ -301,5 +303,43 @@ async def test_stages_skip_records_of_deleted_jobs_quietly(api: Api) -> None:
         assert handler.name == "recorder" and handler.input is REVIEWS_INGESTED
         await handler.tick()
         assert recorder.ticks == 1
+    finally:
+        await pool.close()
+
+
+def _outbox(job_id: str) -> list[tuple[Any, ...]]:
+    return sql("SELECT id, attempts FROM callback_outbox WHERE job_id = %s", job_id)
+
+
+async def test_a_callback_in_flight_when_its_job_is_deleted_is_not_written_back(api: Api) -> None:
+    """The deliverer reads a due row, its job is deleted (rows purged) while the POST is
+    out, then the outcome is saved: the purged row must stay gone, and a deleted job's
+    rows are never handed out for delivery."""
+    job = await _job(api)
+    event = f"{job}:completed"
+    sql(
+        "INSERT INTO callback_outbox (id, job_id, url, payload) "
+        "VALUES (%s, %s, 'https://example.com/h', '{}')",
+        event,
+        job,
+    )
+    pool = ConnectionPool(api.app.state.clients.settings.db.libpq_url(), size=2)
+    await pool.open()
+    try:
+        outbox = PgOutbox(pool)
+        settings = CallbackSettings()
+        (row,) = [r for r in await outbox.due(10, 10_000, set()) if r["id"] == event]
+        deleted = await api.client.delete(f"/v1/jobs/{job}", headers=auth(api.key))
+        assert deleted.status_code == 200 and _outbox(job) == []
+        await outbox.save([after_refusal(row, "receiver down", datetime.now(UTC), settings)])
+        assert _outbox(job) == [], "saving the outcome brought a purged outbox row back"
+        # A row a stage wrote after the deletion (before the sweep repurges it) is not due.
+        sql(
+            "INSERT INTO callback_outbox (id, job_id, url, payload) "
+            "VALUES (%s, %s, 'https://example.com/h', '{}')",
+            event,
+            job,
+        )
+        assert [r for r in await outbox.due(10, 10_000, set()) if r["job_id"] == job] == []
     finally:
         await pool.close()
