@@ -92,15 +92,29 @@ def _progress(job: dict[str, Any]) -> str:
     )
 
 
-def run_small(b: Tenant, n: int, timeout_s: float, watch: tuple[Tenant, str] | None) -> float:
-    """Submit and follow one of B's jobs to `completed`; its time from the first request."""
+def _marks(milestones: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.1f}s" for k, v in milestones.items())
+
+
+def run_small(
+    b: Tenant, n: int, timeout_s: float, watch: tuple[Tenant, str] | None
+) -> tuple[float, dict[str, float]]:
+    """Submit and follow one of B's jobs to `completed`: its time from the first request,
+    and when (seconds from the first request) each stage had all of its reviews done and
+    the job reached each status, to show where the time goes."""
     tag = uuid.uuid4().hex[:8]
     started = time.monotonic()
     job_id = b.submit(n, tag)
+    milestones: dict[str, float] = {"submitted": round(time.monotonic() - started, 1)}
     while time.monotonic() - started < timeout_s:
         job = b.job(job_id)
+        now = round(time.monotonic() - started, 1)
+        for stage, doc in job.get("stages", {}).items():
+            if stage not in milestones and int(doc.get("done", 0)) >= n:
+                milestones[stage] = now
+        milestones.setdefault(str(job["status"]), now)
         if job["status"] == "completed":
-            return time.monotonic() - started
+            return time.monotonic() - started, milestones
         if job["status"] in ("failed", "deleted"):
             raise RuntimeError(f"B's job {job_id} ended {job['status']}")
         line = f"\r  B {time.monotonic() - started:6.1f}s  {_progress(job)}"
@@ -108,7 +122,7 @@ def run_small(b: Tenant, n: int, timeout_s: float, watch: tuple[Tenant, str] | N
             line += f"  | A {_progress(watch[0].job(watch[1]))}"
         sys.stdout.write(line + "   ")
         sys.stdout.flush()
-        time.sleep(1.0)
+        time.sleep(0.5)
     raise TimeoutError(f"B's job {job_id} did not complete in {timeout_s:.0f}s")
 
 
@@ -141,8 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _say(f"{os.cpu_count()} cores; LLM at {args.rps:g} req/s, {args.latency_ms} ms")
         _say(f"tenant B alone: {args.small:,} reviews")
-        alone = run_small(b, args.small, args.timeout, None)
-        _say(f"\n  alone: completed in {alone:.1f} s")
+        alone, alone_marks = run_small(b, args.small, args.timeout, None)
+        _say(f"\n  alone: completed in {alone:.1f} s; {_marks(alone_marks)}")
 
         _say(f"tenant A: {args.big:,} reviews")
         started = time.monotonic()
@@ -153,9 +167,10 @@ def main(argv: list[str] | None = None) -> int:
                 raise TimeoutError("A's analysis did not start")
             time.sleep(0.5)
         _say(f"  A under way after {time.monotonic() - started:.1f} s; tenant B again")
-        beside = run_small(b, args.small, args.timeout, (a, big))
+        beside, beside_marks = run_small(b, args.small, args.timeout, (a, big))
         a_then = a.job(big)
         _say(f"\n  beside A: completed in {beside:.1f} s; A then {_progress(a_then)}")
+        _say(f"  beside A: {_marks(beside_marks)}")
         stats = fake.get("/stats").json()
         result = {
             "small": args.small,
@@ -163,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
             "alone_s": round(alone, 1),
             "beside_s": round(beside, 1),
             "ratio": round(beside / alone, 3),
+            "milestones_alone_s": alone_marks,
+            "milestones_beside_s": beside_marks,
             "goal": GOAL,
             "a_status_when_b_done": a_then.get("status"),
             "a_insights_when_b_done": a_then.get("counts", {}).get("insights"),
