@@ -224,8 +224,11 @@ class RateLimiter:
         stale = 0
         max_late = self._settings.limiter_max_late_s
         while True:
+            res = await self.reserve(cfg, cost, job_id, deadline - time.monotonic())
+            # The slot was reserved when the script ran: the time the ask spent queued for
+            # the Redis gate or in transit is not lateness (counting it gave up most slots
+            # of a loaded process as stale), so the wait counts from the answer.
             now = time.monotonic()
-            res = await self.reserve(cfg, cost, job_id, deadline - now)
             if res.status == STATUS_GO:
                 if res.wait_s > 0:
                     await asyncio.sleep(res.wait_s)
