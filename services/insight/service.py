@@ -41,6 +41,7 @@ from services.insight.settings import InsightSettings
 from shared.db.models import InsightRow, ReviewInsightState
 from shared.db.models import JobModel as JobModelRow
 from shared.db.pool import ConnectionPool
+from shared.db.tenants import JobTenants
 from shared.db.upsert import Upsert
 from shared.errors import Failure
 from shared.events import ReviewsTranslated, TranslatedReview
@@ -253,7 +254,7 @@ async def build(
     closers: list[Callable[[], Any]] = []
     if llm is None:
         redis = redis_client(settings.redis.url, insight.redis_connections)
-        real = build_llm(LLMSettings(), redis)
+        real = build_llm(LLMSettings(), redis, share_of=JobTenants(pool).tenant_of)
         closers += [real.aclose, redis.aclose]
         llm = real
     return InsightHandler(

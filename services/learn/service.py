@@ -61,6 +61,7 @@ from services.learn.store import LEARN_PENDING, PgLearnStore
 from shared import metrics as m
 from shared.db.leader import AdvisoryLeader
 from shared.db.pool import ConnectionPool
+from shared.db.tenants import JobTenants
 from shared.errors import Failure
 from shared.events import ReviewsIngested
 from shared.llm.client import LLM, build_llm
@@ -416,7 +417,8 @@ async def build(
     ls = learn_settings or LearnSettings()
     if learner is None:
         redis = redis_client(settings.redis.url)
-        learner = LLMLearner(build_llm(LLMSettings(), redis), redis)
+        llm = build_llm(LLMSettings(), redis, share_of=JobTenants(pool).tenant_of)
+        learner = LLMLearner(llm, redis)
     url = settings.db.libpq_url()
     prefix = settings.kafka.topic_prefix
     return LearnHandler(

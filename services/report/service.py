@@ -49,6 +49,7 @@ from shared.analyst import current_analyst
 from shared.callback_signing import SigningSettings
 from shared.db.leader import AdvisoryLeader
 from shared.db.pool import ConnectionPool
+from shared.db.tenants import JobTenants
 from shared.events import ThemesExtracted
 from shared.jobstatus import status_cache_key
 from shared.llm.client import build_llm
@@ -290,7 +291,7 @@ async def build(
     redis = redis_client(settings.redis.url)
     closers.append(redis.aclose)
     if llm is None:
-        real = build_llm(LLMSettings(), redis)
+        real = build_llm(LLMSettings(), redis, share_of=JobTenants(pool).tenant_of)
         closers.insert(0, real.aclose)
         llm = real
     prefix = settings.kafka.topic_prefix

@@ -39,6 +39,7 @@ from services.theme.core import ClusterParams, JobState, NamingRequest, ThemeSta
 from services.theme.settings import ThemeSettings
 from shared.db.models import Job, ReviewThemed, Theme, ThemeJob, ThemeMember, ThemeMerge
 from shared.db.pool import ConnectionPool
+from shared.db.tenants import JobTenants
 from shared.db.upsert import Upsert
 from shared.errors import Failure
 from shared.events import Insight, InsightsExtracted
@@ -483,7 +484,7 @@ async def build(
     closers: list[Callable[[], Any]] = []
     if llm is None or embedder is None:
         redis = redis_client(settings.redis.url, theme.redis_connections)
-        real = build_llm(LLMSettings(), redis)
+        real = build_llm(LLMSettings(), redis, share_of=JobTenants(pool).tenant_of)
         closers += [real.aclose, redis.aclose]
         llm = llm or real
         embedder = embedder or build_embedder(real)

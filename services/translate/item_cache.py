@@ -10,59 +10,25 @@ costs the cache.
 The tenant is part of the key because an entry is filled from a packed call whose other
 items the job's own tenant wrote: a prompt injection in one review can set the
 translation of another text in the same call. Scoped per tenant, that can only ever reach
-the injecting tenant's own jobs. The stage knows only the job, so `JobTenants` looks the
-tenant up in Postgres once per job (a job never changes tenant) and keeps it in process.
+the injecting tenant's own jobs. The stage knows only the job, so `shared.db.tenants.JobTenants`
+looks the tenant up in Postgres once per job and keeps it in process.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections import OrderedDict
 from collections.abc import Sequence
 
 import orjson
-import psycopg
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from services.translate.core.batching import ToTranslate
-from shared.db.pool import ConnectionPool
+from shared.db.tenants import JobTenants
 from shared.prompts.translate import PROMPT, TranslatedItem
 
 log = logging.getLogger(__name__)
-
-
-class JobTenants:
-    """job id -> tenant id, from `jobs`, remembered for the last `max_jobs` jobs."""
-
-    def __init__(self, pool: ConnectionPool, max_jobs: int = 10_000) -> None:
-        self.pool = pool
-        self.max_jobs = max_jobs
-        self._known: OrderedDict[str, str] = OrderedDict()
-
-    async def tenant_of(self, job_id: str) -> str | None:
-        """The job's tenant; None if there is no such job (or Postgres failed)."""
-        tenant = self._known.get(job_id)
-        if tenant is not None:
-            self._known.move_to_end(job_id)
-            return tenant
-        try:
-            async with self.pool.connection() as conn:
-                try:
-                    cur = await conn.execute("SELECT tenant_id FROM jobs WHERE id = %s", (job_id,))
-                    row = await cur.fetchone()
-                finally:
-                    await conn.rollback()
-        except psycopg.Error as exc:
-            log.warning("job tenant lookup failed", extra={"job_id": job_id, "error": repr(exc)})
-            return None
-        if row is None:
-            return None
-        self._known[job_id] = tenant = str(row[0])
-        if len(self._known) > self.max_jobs:
-            self._known.popitem(last=False)
-        return tenant
 
 
 class ItemCache:

@@ -34,12 +34,13 @@ from services.translate.core import (
     translated_event,
     translation_row,
 )
-from services.translate.item_cache import ItemCache, JobTenants
+from services.translate.item_cache import ItemCache
 from services.translate.packer import CallPacker
 from services.translate.settings import TranslateSettings
 from shared import metrics as m
 from shared.db.models import Translation
 from shared.db.pool import ConnectionPool
+from shared.db.tenants import JobTenants
 from shared.db.upsert import Upsert
 from shared.errors import Failure
 from shared.events import Review, ReviewsLearned
@@ -329,14 +330,16 @@ async def build(
     if translator is None:
         redis = redis_client(settings.redis.url)
         llm_settings = LLMSettings()
+        tenants = JobTenants(pool)
         cache = ItemCache(
             redis,
             llm_settings.for_stage("translate").model,
             llm_settings.cache_ttl_s,
-            JobTenants(pool),
+            tenants,
             llm_settings.key_prefix,
         )
-        translator = LLMTranslator(build_llm(llm_settings, redis), redis, cache)
+        llm = build_llm(llm_settings, redis, share_of=tenants.tenant_of)
+        translator = LLMTranslator(llm, redis, cache)
     return TranslateHandler(
         translator,
         ts.limits(),

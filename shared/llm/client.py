@@ -50,7 +50,7 @@ from shared.llm.errors import (
 )
 from shared.llm.metrics import LLMMetrics, llm_metrics
 from shared.llm.prompts import PromptTemplate
-from shared.llm.ratelimit import RateLimiter, estimate_tokens
+from shared.llm.ratelimit import RateLimiter, ShareOf, estimate_tokens
 from shared.llm.repair import describe_error, echo_hint, validate_reply
 from shared.llm.retry import (
     PROVIDER_ERRORS,
@@ -132,11 +132,14 @@ class LLM:
         limiter: RateLimiter | None = None,
         cache: ResultCache | None = None,
         rng: random.Random | None = None,
+        share_of: ShareOf | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics or llm_metrics()
         gate = asyncio.Semaphore(settings.redis_max_concurrency)
-        self.limiter = limiter or RateLimiter(redis, settings, self.metrics, gate=gate)
+        self.limiter = limiter or RateLimiter(
+            redis, settings, self.metrics, gate=gate, share_of=share_of
+        )
         self.slots = ConcurrencyLimiter(redis, settings, self.metrics, gate=gate)
         self.cache = cache or ResultCache(
             redis, ttl_s=settings.cache_ttl_s, timeout_s=settings.redis_timeout_s, gate=gate
@@ -476,9 +479,13 @@ def _consume(fut: asyncio.Future[BaseModel]) -> None:
             fut.exception()
 
 
-def build_llm(settings: LLMSettings, redis: Redis | None) -> LLM:
+def build_llm(
+    settings: LLMSettings, redis: Redis | None, *, share_of: ShareOf | None = None
+) -> LLM:
     """The wiring factory: an `LLM` with the shared limiter and cache on `redis`.
 
     `redis` may be None (tests, tools): then the limit is local and nothing is cached.
+    `share_of` names a job's fairness share for the limiter (the stages pass
+    `shared.db.tenants.JobTenants`, so the quota is divided among tenants).
     """
-    return LLM(settings, redis)
+    return LLM(settings, redis, share_of=share_of)

@@ -5,16 +5,19 @@
 --
 -- KEYS[1] state hash  {p:key}:s   tat_r, tat_t (theoretical arrival times, s), pen (rate
 --                                 factor after a 429), pen_until, hold_until
--- KEYS[2] active jobs {p:key}:jobs  zset job -> last time it asked
--- KEYS[3] this job's  {p:key}:o:<job> zset request id -> go time (its outstanding reservations)
--- KEYS[4] this job's  {p:key}:w:<job> string: next wake-up ticket for its waiters
+-- KEYS[2] active shares {p:key}:jobs  zset share -> last time it asked (a share is the unit
+--                                 of fairness: a job's tenant, or the job)
+-- KEYS[3] this share's {p:key}:o:<share> zset request id -> go time (outstanding reservations)
+-- KEYS[4] this share's {p:key}:w:<share> string: next wake-up ticket for its waiters
+-- KEYS[5] heavy shares {p:key}:heavy zset share -> last time it asked while heavy
+-- KEYS[6] this share's {p:key}:u:<share> hash u (calls granted, decayed), t (when)
 --
 -- ARGV[1] op: "reserve" | "adjust" | "penalize" | "hold"
 -- reserve:  ARGV[2] rps, [3] rps burst, [4] tokens/s (0 = off), [5] token burst, [6] cost
---           (tokens), [7] job, [8] request id, [9] horizon s, [10] active window s,
---           [11] max wait s
---   returns {status, wait_us, n_active, cap, go_us}; status 0 = go after wait_us (at go_us,
---   Redis clock, microseconds since the epoch), 1 = the job is
+--           (tokens), [7] share, [8] request id, [9] horizon s, [10] active window s,
+--           [11] max wait s, [12] free calls, [13] usage half-life s, [14] heavy weight
+--   returns {status, wait_us, n_active, cap, go_us, n_heavy}; status 0 = go after wait_us
+--   (at go_us, Redis clock, microseconds since the epoch), 1 = the share is
 --   over its fair share of the horizon: ask again after wait_us, 2 = the wait would exceed
 --   max wait: nothing reserved, wait_us says when it would have gone
 -- adjust:   ARGV[4] tokens/s, ARGV[6] delta tokens (actual - estimated); returns {0}
@@ -54,27 +57,50 @@ if op == 'reserve' then
   local horizon = tonumber(ARGV[9])
   local window = tonumber(ARGV[10])
   local max_wait = tonumber(ARGV[11])
+  local free = tonumber(ARGV[12])
+  local half = tonumber(ARGV[13])
+  local heavy_w = tonumber(ARGV[14])
 
-  -- fairness: every job active in the last `window` seconds gets an equal share of the
-  -- reservations that may be queued (horizon * rate)
+  -- usage: the calls this share was granted, halving every `half` seconds
+  local uh = redis.call('HMGET', KEYS[6], 'u', 't')
+  local used = tonumber(uh[1]) or 0
+  local used_at = tonumber(uh[2]) or now
+  if now > used_at then used = used * 2 ^ (-(now - used_at) / half) end
+  local heavy = used > free
+
+  -- fairness: the shares active in the last `window` seconds divide the reservations
+  -- that may be queued (horizon * rate) by weight: 1 for a light share, `heavy_w` for a
+  -- heavy one (fair_weights in ratelimit.py)
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - window)
   redis.call('ZADD', KEYS[2], now, job)
   redis.call('PEXPIRE', KEYS[2], math.ceil(window * 1000) + 1000)
+  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - window)
+  if heavy then
+    redis.call('ZADD', KEYS[5], now, job)
+    redis.call('PEXPIRE', KEYS[5], math.ceil(window * 1000) + 1000)
+  else
+    redis.call('ZREM', KEYS[5], job)
+  end
   local n = redis.call('ZCARD', KEYS[2])
+  local nh = math.min(n, redis.call('ZCARD', KEYS[5]))
+  local weight = 1
+  if heavy then weight = heavy_w end
+  local total = (n - nh) + nh * heavy_w
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
   local out = redis.call('ZCARD', KEYS[3])
-  local cap = math.max(1, math.floor(horizon * rps / n))
+  local cap = math.max(1, math.floor(horizon * rps * weight / total))
   local T = 1 / rps
   if out >= cap then
-    -- wake when enough of this job's own reservations have gone; waiters of one job get
-    -- tickets spaced by the job's share of the rate, so they do not all ask at once
+    -- wake when enough of this share's own reservations have gone; its waiters get
+    -- tickets spaced by the share's part of the rate, so they do not all ask at once
     local idx = out - cap
     local r = redis.call('ZRANGE', KEYS[3], idx, idx, 'WITHSCORES')
     local base = tonumber(r[2]) or now
     local ticket = tonumber(redis.call('GET', KEYS[4])) or 0
     local at = math.max(base, ticket, now)
-    redis.call('SET', KEYS[4], fmt(at + T * n), 'PX', math.ceil((at - now + horizon + 1) * 1000))
-    return {1, math.floor((at - now) * 1000000), n, cap}
+    local spacing = T * total / weight
+    redis.call('SET', KEYS[4], fmt(at + spacing), 'PX', math.ceil((at - now + horizon + 1) * 1000))
+    return {1, math.floor((at - now) * 1000000), n, cap, 0, nh}
   end
 
   -- GCRA: a request of `cost` conforms at tat + (min(cost, burst) - burst) * interval
@@ -85,7 +111,7 @@ if op == 'reserve' then
     go = math.max(go, tat_t + (math.min(cost, burst_t) - burst_t) * Tt)
   end
   if go - now > max_wait then
-    return {2, math.floor((go - now) * 1000000), n, cap}
+    return {2, math.floor((go - now) * 1000000), n, cap, 0, nh}
   end
   tat_r = math.max(tat_r, go) + T
   if tps > 0 then tat_t = math.max(tat_t, go) + cost * Tt end
@@ -95,7 +121,10 @@ if op == 'reserve' then
     redis.call('ZADD', KEYS[3], go, rid)
     redis.call('PEXPIRE', KEYS[3], math.ceil((go - now + window) * 1000) + 1000)
   end
-  return {0, math.floor((go - now) * 1000000), n, cap, math.floor(go * 1000000)}
+  -- forgotten once it has decayed to a few calls (ten half-lives after the last grant)
+  redis.call('HSET', KEYS[6], 'u', fmt(used + 1), 't', fmt(now))
+  redis.call('PEXPIRE', KEYS[6], math.ceil(half * 10000))
+  return {0, math.floor((go - now) * 1000000), n, cap, math.floor(go * 1000000), nh}
 elseif op == 'adjust' then
   local tps = tonumber(ARGV[4]) * factor
   local delta = tonumber(ARGV[6])

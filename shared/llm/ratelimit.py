@@ -15,11 +15,18 @@ How it works (the Lua script `ratelimit.lua` beside this file does one atomic st
   `x-ratelimit-remaining-requests` is 0 makes everyone wait for one request's refill
   (`reset / (limit - remaining)`) - `hold`.
 - **Fairness.** Reservations may reach at most `horizon` seconds ahead in total, and that
-  horizon is shared equally among the jobs active in the last few seconds: a job may
-  hold at most `horizon * rate / n_active` outstanding reservations. A job over its share
-  gets a wake-up ticket (spaced by its share of the rate, so its callers do not stampede)
-  instead of a reservation, so a huge job can never queue a small one out: the small
-  job's calls go after at most its share of the queue.
+  horizon is divided among the *shares* active in the last few seconds. A share is the
+  unit of fairness: the job's tenant when the limiter is given `share_of` (the stages
+  resolve it from Postgres), else the job, so a tenant with a thousand jobs weighs as
+  much as one with one. A share may hold at most its part of `horizon * rate`
+  outstanding reservations; over it, it gets a wake-up ticket (spaced by its part of the
+  rate, so its callers do not stampede) instead of a reservation, so a huge job can never
+  queue a small one out. Parts are weighted: a share whose granted calls (decayed with a
+  half-life, `limiter_usage_half_life_s`) exceed `limiter_free_calls` is *heavy* and
+  weighs `limiter_heavy_weight` (0.2) beside a light share's 1, so a small job beside a
+  huge one gets most of the rate rather than half (queues hold at most their share, so by
+  Little's law the rates divide as the parts do; `fair_cap`). A heavy share alone still
+  gets the whole rate.
 - **Stale slots.** A caller that wakes up more than `limiter_max_late_s` after its slot
   (a starved CPU, a GC pause) does not send - that would bunch with the calls that are on
   time - but queues again (at most twice).
@@ -36,6 +43,7 @@ import logging
 import math
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,9 +90,30 @@ def gcra_reserve(
     return go, gcra_advance(tat, go, cost, interval)
 
 
-def fair_cap(horizon_s: float, rate: float, n_active: int) -> int:
-    """How many outstanding reservations one of `n_active` jobs may hold."""
-    return max(1, math.floor(horizon_s * rate / max(1, n_active)))
+def fair_cap(
+    horizon_s: float,
+    rate: float,
+    n_active: int,
+    *,
+    n_heavy: int = 0,
+    heavy: bool = False,
+    heavy_weight: float = 1.0,
+) -> int:
+    """How many outstanding reservations one of `n_active` shares may hold, `n_heavy` of
+    them heavy (weighing `heavy_weight` beside a light share's 1); `heavy` says which
+    kind this one is."""
+    n = max(1, n_active)
+    n_heavy = min(n_heavy, n)
+    total = (n - n_heavy) + n_heavy * heavy_weight
+    weight = heavy_weight if heavy else 1.0
+    return max(1, math.floor(horizon_s * rate * weight / total))
+
+
+def decayed_usage(used: float, used_at: float, now: float, half_life_s: float) -> float:
+    """A share's granted calls `used` (as of `used_at`), halved every `half_life_s`."""
+    if now <= used_at:
+        return used
+    return float(used * 2 ** (-(now - used_at) / half_life_s))
 
 
 def estimate_tokens(messages: list[dict[str, str]], max_tokens: int) -> int:
@@ -101,7 +130,8 @@ class Reservation:
     (1), or the wait would pass the caller's deadline (2).
 
     `go_at` is the granted instant on the Redis clock (epoch seconds; 0 for the local
-    fallback), `waited_s` what `acquire` actually waited in total.
+    fallback), `waited_s` what `acquire` actually waited in total, `n_active` and
+    `n_heavy` the shares active and heavy when it was asked, `cap` this share's part.
     """
 
     status: int
@@ -111,6 +141,7 @@ class Reservation:
     local: bool = False
     go_at: float = 0.0
     waited_s: float = 0.0
+    n_heavy: int = 0
 
 
 class LocalLimiter:
@@ -134,8 +165,14 @@ class LocalLimiter:
         return go - now
 
 
+ShareOf = Callable[[str], Awaitable[str | None]]
+"""Resolves a job id to its fairness share (its tenant); None: the job is its own share."""
+
+
 class RateLimiter:
-    """The shared limiter. Built with a Redis client (or None for local-only use)."""
+    """The shared limiter. Built with a Redis client (or None for local-only use) and
+    optionally `share_of`, which names the fairness share of a job (see the module
+    docstring); a failing `share_of` makes the job its own share for that call."""
 
     def __init__(
         self,
@@ -144,9 +181,11 @@ class RateLimiter:
         metrics: LLMMetrics | None = None,
         *,
         gate: asyncio.Semaphore | None = None,
+        share_of: ShareOf | None = None,
     ) -> None:
         self._settings = settings
         self._metrics = metrics
+        self._share_of = share_of
         self._local = LocalLimiter()
         self._shared = SharedScript(
             redis,
@@ -159,9 +198,31 @@ class RateLimiter:
             gauge=metrics.limiter_fallback if metrics else None,
         )
 
-    def _keys(self, limit_key: str, job: str) -> list[str]:
+    def _keys(self, limit_key: str, share: str) -> list[str]:
         tag = "{" + f"{self._settings.key_prefix}:rl:{limit_key}" + "}"
-        return [f"{tag}:s", f"{tag}:jobs", f"{tag}:o:{job}", f"{tag}:w:{job}"]
+        return [
+            f"{tag}:s",
+            f"{tag}:jobs",
+            f"{tag}:o:{share}",
+            f"{tag}:w:{share}",
+            f"{tag}:heavy",
+            f"{tag}:u:{share}",
+        ]
+
+    async def share(self, job_id: str | None) -> str:
+        """The fairness share of `job_id`'s calls: `t:<tenant>` when `share_of` knows
+        it, else `j:<job>` (`DEFAULT_JOB` for calls of no job)."""
+        if job_id is None:
+            return DEFAULT_JOB
+        if self._share_of is not None:
+            try:
+                tenant = await self._share_of(job_id)
+            except Exception as exc:  # fairness must never fail a call
+                log.debug("llm limiter: no share for job %s (%s)", job_id, exc)
+                tenant = None
+            if tenant:
+                return f"t:{tenant}"
+        return f"j:{job_id}"
 
     async def _eval(self, keys: list[str], args: list[Any]) -> list[int] | None:
         """Run the script; None (and fallback mode) when Redis is unreachable."""
@@ -183,7 +244,7 @@ class RateLimiter:
     ) -> Reservation:
         """Ask once for a slot (see the module docstring)."""
         s = self._settings
-        job = job_id or DEFAULT_JOB
+        share = await self.share(job_id)
         args = [
             "reserve",
             repr(cfg.rps),
@@ -191,16 +252,20 @@ class RateLimiter:
             repr(self._tps(cfg)),
             repr(self._token_burst(cfg)),
             cost,
-            job,
+            share,
             uuid.uuid4().hex,
             repr(s.limiter_horizon_s),
             repr(s.limiter_active_window_s),
             repr(max(0.0, max_wait_s)),
+            repr(s.limiter_free_calls),
+            repr(s.limiter_usage_half_life_s),
+            repr(s.limiter_heavy_weight),
         ]
-        res = await self._eval(self._keys(cfg.limit_key, job), args)
+        res = await self._eval(self._keys(cfg.limit_key, share), args)
         if res is not None:
-            go_at = res[4] / 1e6 if len(res) > 4 else 0.0
-            return Reservation(res[0], res[1] / 1e6, res[2], res[3], go_at=go_at)
+            return Reservation(
+                res[0], res[1] / 1e6, res[2], res[3], go_at=res[4] / 1e6, n_heavy=res[5]
+            )
         f = s.fallback_fraction
         wait = self._local.reserve(
             cfg.limit_key,

@@ -43,7 +43,12 @@ Every value comes from the environment with the `VOC_LLM_` prefix (default in br
 - `VOC_LLM_CORRECTION_MAX_CHARS` [1500]: how much of the validation errors a corrective
   retry quotes back to the model
 - `VOC_LLM_LIMITER_HORIZON_S` [2]: how far ahead reservations may reach; this queue is
-  shared equally among active jobs
+  shared among the active fairness shares (a job's tenant, or the job), equally unless
+  one is heavy
+- `VOC_LLM_LIMITER_FREE_CALLS` [2000], `VOC_LLM_LIMITER_USAGE_HALF_LIFE_S` [60],
+  `VOC_LLM_LIMITER_HEAVY_WEIGHT` [0.2]: a share whose calls, decayed with that half-life,
+  exceed the free calls is heavy and weighs this much beside a light one, so a tenant's
+  small job goes nearly at full speed beside another tenant's huge one (1 = equal shares)
 - `VOC_LLM_LIMITER_ACTIVE_WINDOW_S` [5]: a job counts as active this long after a call
 - `VOC_LLM_LIMITER_MAX_LATE_S` [0.1]: a caller woken later than this after its slot queues
   again instead of sending in a bunch (0 = off)
@@ -192,6 +197,9 @@ class LLMSettings(BaseSettings):
     correction_max_chars: int = Field(default=1500, ge=100)
     limiter_horizon_s: float = Field(default=2.0, gt=0)
     limiter_active_window_s: float = Field(default=5.0, gt=0)
+    limiter_free_calls: float = Field(default=2000.0, ge=0)
+    limiter_usage_half_life_s: float = Field(default=60.0, gt=0)
+    limiter_heavy_weight: float = Field(default=0.2, gt=0, le=1)
     limiter_max_late_s: float = Field(default=0.1, ge=0)
     fallback_fraction: float = Field(default=0.25, gt=0, le=1)
     penalty_factor: float = Field(default=0.75, gt=0, le=1)

@@ -21,9 +21,10 @@ from pydantic import BaseModel
 from redis.asyncio import Redis
 
 from services.translate.core.batching import ToTranslate
-from services.translate.item_cache import ItemCache, JobTenants
+from services.translate.item_cache import ItemCache
 from services.translate.service import LLMTranslator
 from shared.db.pool import ConnectionPool
+from shared.db.tenants import JobTenants
 from shared.llm.client import LLM
 from shared.llm.prompts import PromptTemplate
 from shared.prompts.translate import TranslatedItem

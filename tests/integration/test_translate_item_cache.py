@@ -8,8 +8,9 @@ import uuid
 from redis.asyncio import Redis
 
 from services.translate.core.batching import ToTranslate
-from services.translate.item_cache import ItemCache, JobTenants
+from services.translate.item_cache import ItemCache
 from shared.db.pool import ConnectionPool
+from shared.db.tenants import JobTenants
 from shared.prompts.translate import TranslatedItem
 from shared.settings import DatabaseSettings
 

@@ -10,6 +10,7 @@ import pytest
 
 from shared.llm.ratelimit import (
     LocalLimiter,
+    decayed_usage,
     estimate_tokens,
     fair_cap,
     gcra_advance,
@@ -195,3 +196,22 @@ def test_stage_overrides_from_env() -> None:
     assert s.for_stage("learn").model == "base"
     assert s.for_stage("translate").limit_key.endswith("|qwen-mt")
     assert "sk-" not in repr(s)  # the key is masked
+
+
+def test_fair_cap_weighs_a_heavy_share_down() -> None:
+    # one light and one heavy share of a 400-reservation queue: 1 / 1.25 and 0.25 / 1.25
+    assert fair_cap(2.0, 200, 2, n_heavy=1, heavy=False, heavy_weight=0.25) == 320
+    assert fair_cap(2.0, 200, 2, n_heavy=1, heavy=True, heavy_weight=0.25) == 80
+    # alone, or among equals, a heavy share gets what a light one would
+    assert fair_cap(2.0, 200, 1, n_heavy=1, heavy=True, heavy_weight=0.25) == 400
+    assert fair_cap(2.0, 200, 2, n_heavy=2, heavy=True, heavy_weight=0.25) == 200
+    # weight 1 is the equal split
+    assert fair_cap(2.0, 200, 2, n_heavy=1, heavy=True, heavy_weight=1.0) == 200
+
+
+def test_usage_halves_every_half_life() -> None:
+    assert decayed_usage(100.0, 10.0, 10.0, 60.0) == 100.0
+    assert decayed_usage(100.0, 10.0, 70.0, 60.0) == pytest.approx(50.0)
+    assert decayed_usage(100.0, 10.0, 190.0, 60.0) == pytest.approx(12.5)
+    # a clock that steps back never adds usage
+    assert decayed_usage(100.0, 10.0, 5.0, 60.0) == 100.0
