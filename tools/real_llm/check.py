@@ -523,6 +523,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--job-timeout-s", type=float, default=5400.0)
     p.add_argument("--skip-schema-check", action="store_true")
     args = p.parse_args(argv)
+    # SIGTERM (a `kill`, a CI timeout) must stop the server and the stack like Ctrl-C does:
+    # by default it would end the process without running the `finally` below.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     if not VENV_PY.exists():
         say("run tools/real_llm/install.sh first (make test-real-llm does)")
         return 2
