@@ -59,6 +59,7 @@ from services.learn.core import (
 from services.learn.settings import LearnSettings
 from services.learn.store import LEARN_PENDING, PgLearnStore
 from shared import metrics as m
+from shared.backoff import capped_exponential
 from shared.db.leader import AdvisoryLeader
 from shared.db.pool import ConnectionPool
 from shared.db.tenants import JobTenants
@@ -342,7 +343,7 @@ class LearnHandler:
     def _backoff(self, job_id: str) -> float:
         n = self.failures.get(job_id, 0) + 1
         self.failures[job_id] = n
-        delay = min(RETRY_MAX_S, RETRY_MIN_S * 2 ** (n - 1))
+        delay = capped_exponential(n, RETRY_MIN_S, RETRY_MAX_S)
         self.not_before[job_id] = time.monotonic() + delay
         return delay
 

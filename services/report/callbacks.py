@@ -43,6 +43,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.report import metrics
 from shared import netguard
+from shared.backoff import capped_exponential
 from shared.callback_signing import derive_secret, signed_headers
 from shared.db.pool import ConnectionPool
 
@@ -105,11 +106,6 @@ def encode_body(payloads: Sequence[Mapping[str, Any]]) -> bytes:
 # -- retry policy ---------------------------------------------------------------------------
 
 
-def backoff_s(attempts: int, base_s: float, max_s: float) -> float:
-    """Delay before the next try after `attempts` failed ones: base * 2^(attempts-1), capped."""
-    return float(min(max_s, base_s * (2 ** max(0, attempts - 1))))
-
-
 def _event_of(row: Mapping[str, Any]) -> str:
     return str(row["id"]).rsplit(":", 1)[-1]
 
@@ -143,7 +139,7 @@ def after_failure(
     attempts = int(row["attempts"]) + 1
     if attempts >= settings.max_attempts:
         error = f"gave up after {attempts} attempts: {error}"
-    delay = backoff_s(attempts, settings.backoff_base_s, settings.backoff_max_s)
+    delay = capped_exponential(attempts, settings.backoff_base_s, settings.backoff_max_s)
     return {
         **row,
         "attempts": attempts,

@@ -44,6 +44,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from shared.backoff import capped_exponential
 from shared.llm.errors import LLMRateLimited
 from shared.llm.metrics import LLMMetrics
 from shared.llm.settings import LLMSettings, StageConfig
@@ -174,9 +175,9 @@ class ConcurrencyLimiter:
                         stage=cfg.stage,
                         retry_after=s.concurrency_poll_s,
                     )
-                pause = min(s.concurrency_poll_s, FIRST_POLL_S * 2**polls)
-                pause *= self._rng.uniform(0.5, 1.0)
                 polls += 1
+                pause = capped_exponential(polls, FIRST_POLL_S, s.concurrency_poll_s)
+                pause *= self._rng.uniform(0.5, 1.0)
                 await self._wait_freed(cfg.limit_key, min(pause, deadline - now))
         except BaseException:
             # Leave the queue at once rather than holding up the waiters behind us until

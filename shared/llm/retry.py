@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import openai
 
+from shared.backoff import capped_exponential
 from shared.llm.errors import LLMRequestRejected
 
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
@@ -37,7 +38,7 @@ def backoff_delay(
     callers it told to wait do not all come back in the same millisecond.
     """
     r = rng or random
-    ceiling = min(cap_s, base_s * (2 ** max(0, attempt - 1)))
+    ceiling = capped_exponential(attempt, base_s, cap_s)
     if retry_after_s is not None and retry_after_s > 0:
         return min(retry_after_s, MAX_RETRY_AFTER_S) + r.uniform(0, base_s)
     return r.uniform(0, ceiling)

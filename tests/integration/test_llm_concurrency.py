@@ -257,6 +257,60 @@ async def test_a_killed_holders_slot_comes_back_after_its_lease(
         await redis.aclose()
 
 
+async def test_a_long_wait_for_a_slot_never_overflows_the_poll_backoff(
+    llm_redis: RedisProc, llm_settings: LLMSettings
+) -> None:
+    # A single-slot server answering in minutes keeps its waiters polling for minutes. The
+    # backoff's exponent grew with every poll until `0.02 * 2**polls` no longer fit a float
+    # (about 1,000 polls): `make test-real-llm` saw learn crash with OverflowError there.
+    settings, cfg = _settings_with_cap(llm_settings, concurrency_poll_s=0.001, redis_timeout_s=10.0)
+    redis = Redis.from_url(llm_redis.url)
+    holder = ConcurrencyLimiter(redis, settings)
+    waiter = ConcurrencyLimiter(redis, settings)  # another process's: no local wake-up
+    held, release = asyncio.Event(), asyncio.Event()
+
+    async def hold_until_released() -> None:
+        async with holder.hold(cfg, time.monotonic() + 120):
+            held.set()
+            await release.wait()
+
+    polls = 0
+    ask = waiter._eval
+
+    async def counted(*args: Any) -> Any:
+        nonlocal polls
+        polls += 1
+        return await ask(*args)
+
+    waiter._eval = counted  # type: ignore[method-assign,assignment]
+
+    async def wait_for_the_slot() -> None:
+        async with waiter.hold(cfg, time.monotonic() + 120):
+            pass
+
+    holding = asyncio.create_task(hold_until_released())
+    waiting: asyncio.Task[None] | None = None
+    try:
+        await asyncio.wait_for(held.wait(), 30)
+        waiting = asyncio.create_task(wait_for_the_slot())
+        started = time.monotonic()
+        while polls < 1_500:
+            assert time.monotonic() - started < 90, f"only {polls} polls"
+            if waiting.done():
+                waiting.result()  # raises what ended the wait (OverflowError before the fix)
+                pytest.fail("the waiter got a slot that was held")
+            await asyncio.sleep(0.05)
+        release.set()
+        await asyncio.wait_for(waiting, 30)
+    finally:
+        release.set()
+        for task in (holding, waiting):
+            if task is not None and not task.done():
+                task.cancel()
+        await asyncio.gather(holding, *(t for t in [waiting] if t), return_exceptions=True)
+        await redis.aclose()
+
+
 async def test_redis_down_keeps_a_local_share_of_the_cap(
     llm_settings: LLMSettings, fake_llm: FakeLLM, new_redis: Callable[[], RedisProc]
 ) -> None:

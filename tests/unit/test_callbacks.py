@@ -21,11 +21,11 @@ from services.report.callbacks import (
     CallbackSender,
     CallbackSettings,
     after_failure,
-    backoff_s,
     encode_body,
     group_by_target,
 )
 from shared import netguard
+from shared.backoff import capped_exponential
 from shared.callback_signing import derive_secret, verify_signature
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -109,7 +109,15 @@ def test_body_is_an_object_for_one_event_and_an_array_for_many() -> None:
 
 
 def test_backoff_doubles_and_caps() -> None:
-    assert [backoff_s(n, 2, 30) for n in (1, 2, 3, 4, 5, 6)] == [2, 4, 8, 16, 30, 30]
+    assert [capped_exponential(n, 2, 30) for n in (1, 2, 3, 4, 5, 6)] == [2, 4, 8, 16, 30, 30]
+
+
+def test_backoff_stays_a_float_after_any_number_of_tries() -> None:
+    # 2.0 * 2**1024 overflowed a float: a wait or a failure that lasts long enough got
+    # OverflowError instead of the ceiling
+    assert capped_exponential(5_000, 2, 60) == 60
+    assert capped_exponential(10**9, 0.02, 0.25) == 0.25
+    assert capped_exponential(0, 2, 60) == capped_exponential(-3, 2, 60) == 2
 
 
 def test_failure_schedules_retry_then_gives_up() -> None:
