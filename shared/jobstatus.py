@@ -15,18 +15,31 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.eta import JobEta
 
-# The API caches rendered status documents under this key; whoever changes a job's status
-# outside the API (the report stage, `voc replay job`) deletes it so readers see the change.
+# The API caches rendered status documents under this key, and each API replica keeps
+# the hot ones in memory too; whoever changes a job's status (the API, the report stage,
+# `voc replay job`) calls `forget_status`, which deletes the key and tells every replica.
 STATUS_CACHE_PREFIX = "voc:api:job:"
+STATUS_CHANGED_CHANNEL = "voc:api:job:changed"
 
 
 def status_cache_key(tenant_id: str, job_id: str) -> str:
     """The Redis key of a job's cached status document."""
     return f"{STATUS_CACHE_PREFIX}{tenant_id}:{job_id}"
+
+
+async def forget_status(redis: Redis, tenant_id: str, job_id: str) -> None:
+    """Drop the job's cached status document everywhere: the Redis key, and (by a message
+    on `STATUS_CHANGED_CHANNEL`) every API replica's in-memory copy. Raises RedisError."""
+    key = status_cache_key(tenant_id, job_id)
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.delete(key)
+        pipe.publish(STATUS_CHANGED_CHANNEL, key)
+        await pipe.execute()
 
 
 # Job lifecycle as stored in jobs.status.

@@ -24,7 +24,7 @@ from typing import Any
 import psycopg
 
 from shared import events as ev
-from shared.jobstatus import status_cache_key
+from shared.jobstatus import forget_status
 from shared.topics import STAGE_INPUT, stage_group
 
 PIPELINE = ("learn", "translate", "insight", "theme", "report")
@@ -221,7 +221,7 @@ async def set_status(
     await conn.commit()
     redis = redis_client(redis_url, max_connections=2)
     try:
-        await redis.delete(status_cache_key(job.tenant_id, job.id))
+        await forget_status(redis, job.tenant_id, job.id)
     finally:
         await redis.aclose()
 

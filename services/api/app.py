@@ -70,6 +70,9 @@ def create_app(settings: ApiSettings) -> FastAPI:
         version="1.0.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        # Metrics are Prometheus (`metrics.MetricsMiddleware`) and logs are our JSON lines;
+        # FastAPI's OpenTelemetry hooks would only look for a provider on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     for router in ROUTERS:
         app.include_router(router)

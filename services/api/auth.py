@@ -8,28 +8,18 @@ round trip per request; the key itself is never stored or logged.
   only other random keys, never a tenant's cached key (and never costs more memory).
 - A key due to be revoked later (`voc keys rotate --grace`) is cached no longer than it
   stays valid.
-- `KeyChanges` listens on Redis pub/sub (`shared.auth.KEYS_CHANGED_CHANNEL`): a revoked
-  or rotated key is dropped from every replica's cache at once. Whenever the
-  subscription is (re)established the whole cache is dropped, since messages may have
-  been missed meanwhile; the cache TTL bounds what a missed message can cost.
+- `invalidation.Invalidations` listens on Redis pub/sub
+  (`shared.auth.KEYS_CHANGED_CHANNEL`): a revoked or rotated key is dropped from every
+  replica's cache at once. Whenever the subscription is (re)established the whole cache
+  is dropped, since messages may have been missed meanwhile; the cache TTL bounds what a
+  missed message can cost.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
-
-from shared.auth import KEYS_CHANGED_CHANNEL
 from shared.lru import LRU
-
-from . import metrics
-
-log = logging.getLogger(__name__)
 
 MAX_KEY_CHARS = 256  # real keys are ~50; longer tokens are refused before hashing
 
@@ -77,54 +67,3 @@ class KeyCache:
         """Drop everything."""
         self._known.clear()
         self._unknown.clear()
-
-
-class KeyChanges:
-    """Keeps a `KeyCache` in step with key revocations published by any process."""
-
-    def __init__(self, redis: Redis, cache: KeyCache, retry_s: float = 1.0) -> None:
-        self.redis = redis
-        self.cache = cache
-        self.retry_s = retry_s
-        self.subscribed = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        """Begin listening in the background."""
-        self._task = asyncio.create_task(self._run(), name="api-key-changes")
-
-    async def stop(self) -> None:
-        """Stop listening."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
-        warned = False
-        while True:
-            try:
-                async with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
-                    await pubsub.subscribe(KEYS_CHANGED_CHANNEL)
-                    self.cache.clear()  # whatever changed while we were not listening
-                    self.subscribed.set()
-                    if warned:
-                        log.info("key change subscription restored")
-                        warned = False
-                    while True:
-                        message = await pubsub.get_message(timeout=1.0)
-                        if message is not None and message.get("type") == "message":
-                            data = message["data"]
-                            key_hash = data.decode() if isinstance(data, bytes) else str(data)
-                            self.cache.forget(key_hash)
-                            metrics.KEY_CHANGES.inc()
-            except (RedisError, OSError) as exc:
-                self.subscribed.clear()
-                if not warned:
-                    log.warning(
-                        "key change subscription lost, relying on the key cache TTL",
-                        extra={"error": type(exc).__name__},
-                    )
-                    warned = True
-                await asyncio.sleep(self.retry_s)

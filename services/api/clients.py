@@ -26,8 +26,9 @@ from shared.lru import LRU
 from shared.settings import KafkaSettings
 from shared.topics import REVIEWS_SUBMITTED
 
-from .auth import KeyCache, KeyChanges
+from .auth import KeyCache
 from .cache import StatusCache
+from .invalidation import Invalidations
 from .ratelimit import RateLimiter
 from .settings import ApiSettings
 
@@ -122,7 +123,7 @@ class Clients:
     keys: KeyCache
     # client address -> monotonic time its unknown-key budget allows a lookup again
     lookup_blocks: LRU[str, float]
-    key_changes: KeyChanges
+    invalidations: Invalidations
     limiter: RateLimiter
     status_cache: StatusCache
 
@@ -155,8 +156,11 @@ class Clients:
             max_entries=settings.key_cache_entries,
             max_unknown=settings.unknown_key_entries,
         )
-        key_changes = KeyChanges(redis, keys)
-        key_changes.start()
+        status_cache = StatusCache(
+            redis, ttl_s=settings.status_ttl_s, final_ttl_s=settings.status_final_ttl_s
+        )
+        invalidations = Invalidations(redis, keys, status_cache)
+        invalidations.start()
         return cls(
             settings=settings,
             engine=engine,
@@ -165,16 +169,14 @@ class Clients:
             kafka=kafka,
             keys=keys,
             lookup_blocks=LRU(max_entries=settings.unknown_key_entries),
-            key_changes=key_changes,
+            invalidations=invalidations,
             limiter=RateLimiter(redis),
-            status_cache=StatusCache(
-                redis, ttl_s=settings.status_ttl_s, final_ttl_s=settings.status_final_ttl_s
-            ),
+            status_cache=status_cache,
         )
 
     async def close(self) -> None:
         """Release every connection."""
-        await self.key_changes.stop()
+        await self.invalidations.stop()
         await self.kafka.stop()
         await self.redis.aclose()
         await self.engine.dispose()

@@ -68,26 +68,28 @@ class BodyLimitMiddleware:
         streamed: Mapping[str, int],
     ) -> None:
         self.app = app
-        self.routes = routes
         self.default_limit = default_limit
-        self.streamed = dict(streamed)
+        # Only the streamed routes are matched per request (a handful, not every route).
+        self.streamed = [
+            (route, streamed[name])
+            for route in routes
+            if isinstance(name := getattr(route, "name", None), str) and name in streamed
+        ]
 
-    def _route(self, scope: Scope) -> BaseRoute | None:
-        for route in self.routes:
+    def _limit(self, scope: Scope) -> tuple[int, bool, str]:
+        """(limit, streamed, route template) of the request's route."""
+        for route, limit in self.streamed:
             match, _ = route.matches(scope)
             if match is Match.FULL:
-                return route
-        return None
+                return limit, True, str(getattr(route, "path", scope["path"]))
+        return self.default_limit, False, scope["path"]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        route = self._route(scope)
-        name = getattr(route, "name", None)
-        streamed = name in self.streamed
-        limit = self.streamed[name] if streamed and name is not None else self.default_limit
-        where = f"{scope['method']} {getattr(route, 'path', scope['path'])}"
+        limit, streamed, path = self._limit(scope)
+        where = f"{scope['method']} {path}"
         headers = dict(scope.get("headers") or [])
         raw_length = headers.get(b"content-length")
         if raw_length is not None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 from redis.exceptions import RedisError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.eta import StageRate, job_eta, read_stage_rates
 from shared.jobstatus import (
@@ -94,15 +94,17 @@ async def stage_rates(cache: StatusCache) -> dict[str, StageRate]:
 
 
 async def read_job(
-    session: AsyncSession, cache: StatusCache, tenant_id: str, job_id: str
+    sessions: async_sessionmaker[AsyncSession], cache: StatusCache, tenant_id: str, job_id: str
 ) -> bytes | None:
-    """The rendered document of the tenant's job (cache first), or None if there is none."""
-    cached = await cache.get(tenant_id, job_id)
-    if cached is not None:
-        return cached
-    job = await store.get_job(session, job_id, tenant_id)
-    if job is None:
-        return None
-    body = render(await load_job_document(session, job, await stage_rates(cache)))
-    await cache.put(tenant_id, job_id, job.status, body)
-    return body
+    """The rendered document of the tenant's job (cache first), or None if there is none.
+    A session is opened only on a cache miss: a hit touches neither the pool nor SQL."""
+
+    async def load() -> tuple[str, bytes] | None:
+        async with sessions() as session:
+            job = await store.get_job(session, job_id, tenant_id)
+            if job is None:
+                return None
+            document = await load_job_document(session, job, await stage_rates(cache))
+        return job.status, render(document)
+
+    return await cache.get_or_load(tenant_id, job_id, load)

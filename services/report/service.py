@@ -51,7 +51,7 @@ from shared.db.leader import AdvisoryLeader
 from shared.db.pool import ConnectionPool
 from shared.db.tenants import JobTenants
 from shared.events import ThemesExtracted
-from shared.jobstatus import status_cache_key
+from shared.jobstatus import forget_status
 from shared.llm.client import build_llm
 from shared.llm.errors import LLMError
 from shared.llm.port import CompletesLLM
@@ -313,5 +313,5 @@ async def build(
         prefix,
         leader=AdvisoryLeader(url, key=f"{prefix}report:leader", role="report events"),
         closers=closers,
-        forget_status=lambda tenant, job: redis.delete(status_cache_key(tenant, job)),
+        forget_status=lambda tenant, job: forget_status(redis, tenant, job),
     )

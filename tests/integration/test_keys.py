@@ -38,7 +38,7 @@ async def replicas() -> AsyncIterator[list[httpx.AsyncClient]]:
         clients = []
         for _ in range(2):
             app, client = await stack.enter_async_context(running_app(settings))
-            assert await asyncio.wait_for(app.state.clients.key_changes.subscribed.wait(), 10)
+            assert await asyncio.wait_for(app.state.clients.invalidations.subscribed.wait(), 10)
             clients.append(client)
         yield clients
 

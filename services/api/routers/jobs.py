@@ -127,11 +127,9 @@ async def list_jobs(
     responses=AUTH_ERRORS | NOT_FOUND,
     summary="Read a job's status and progress",
 )
-async def get_job(
-    job_id: JobId, tenant: TenantDep, session: SessionDep, clients: ClientsDep
-) -> Response:
+async def get_job(job_id: JobId, tenant: TenantDep, clients: ClientsDep) -> Response:
     """The job with counts per stage and overall progress (served from a short cache)."""
-    body = await read_job(session, clients.status_cache, tenant.id, job_id)
+    body = await read_job(clients.sessions, clients.status_cache, tenant.id, job_id)
     if body is None:
         raise job_not_found()
     return json_response(body)
