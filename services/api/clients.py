@@ -28,9 +28,11 @@ from shared.topics import REVIEWS_SUBMITTED
 
 from .auth import KeyCache
 from .cache import StatusCache
+from .coalesce import Coalescer
 from .invalidation import Invalidations
 from .ratelimit import RateLimiter
 from .settings import ApiSettings
+from .store import JobRow, NewJob, insert_jobs
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +128,8 @@ class Clients:
     invalidations: Invalidations
     limiter: RateLimiter
     status_cache: StatusCache
+    # Job creations of concurrent requests, one INSERT per batch (group commit).
+    job_inserts: Coalescer[NewJob, JobRow]
 
     @classmethod
     def open(cls, settings: ApiSettings) -> Clients:
@@ -172,6 +176,7 @@ class Clients:
             invalidations=invalidations,
             limiter=RateLimiter(redis),
             status_cache=status_cache,
+            job_inserts=Coalescer("jobs", lambda jobs: insert_jobs(engine, jobs)),
         )
 
     async def close(self) -> None:

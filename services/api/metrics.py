@@ -36,6 +36,12 @@ KEY_LOOKUPS = Counter(
 KEY_CHANGES = Counter(
     "vocstream_api_key_changes_total", "Key revocations received over Redis pub/sub"
 )
+WRITE_BATCH = Histogram(
+    "vocstream_api_write_batch_items",
+    "Items per group-committed statement (coalesce.Coalescer)",
+    ["write"],  # jobs
+    buckets=(1, 2, 4, 8, 16, 32, 64, 100),
+)
 BODIES_REFUSED = Counter(
     "vocstream_api_bodies_refused_total", "Request bodies refused with 413 before parsing"
 )

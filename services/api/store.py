@@ -7,13 +7,14 @@ as a tombstone (status `deleted`, see `deletion`): every read here treats it as 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, text
-from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.ext.asyncio import AsyncSession
+import orjson
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from shared.jobstatus import CREATED, DELETED, RECEIVING, SEALED
 
@@ -56,11 +57,15 @@ _TENANT_FOR_KEY = text(
     "SELECT tenant_id, extract(epoch FROM revoked_at - now())::float8 FROM api_keys "
     "WHERE key_hash = :key_hash AND (revoked_at IS NULL OR revoked_at > now())"
 )
-_INSERT_JOB = text(
+# Many jobs in one statement (`coalesce`): one array per column, unnested in order.
+_INSERT_JOBS = text(
     "INSERT INTO jobs (id, tenant_id, product, target_language, callback_url, options) "
-    "VALUES (:id, :tenant_id, :product, :target_language, :callback_url, :options) "
+    "SELECT u.id, u.tenant_id, u.product, u.target_language, u.callback_url, u.options::jsonb "
+    "FROM unnest(CAST(:ids AS text[]), CAST(:tenants AS text[]), CAST(:products AS text[]), "
+    "CAST(:languages AS text[]), CAST(:callbacks AS text[]), CAST(:options AS text[])) "
+    "AS u(id, tenant_id, product, target_language, callback_url, options) "
     f"RETURNING {_JOB_COLUMNS}"
-).bindparams(bindparam("options", type_=JSONB))
+)
 _LIVE = f"status <> '{DELETED}'"
 _GET_JOB = text(
     f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = :id AND tenant_id = :tenant_id AND {_LIVE}"
@@ -113,29 +118,32 @@ async def tenant_for_key(session: AsyncSession, key_hash: str) -> tuple[str | No
     return str(row[0]), None if row[1] is None else float(row[1])
 
 
-async def insert_job(
-    session: AsyncSession,
-    *,
-    job_id: str,
-    tenant_id: str,
-    product: str,
-    target_language: str,
-    callback_url: str | None,
-    options: dict[str, Any],
-) -> JobRow:
-    """Insert a new job (the caller commits) and return it as stored."""
-    result = await session.execute(
-        _INSERT_JOB,
-        {
-            "id": job_id,
-            "tenant_id": tenant_id,
-            "product": product,
-            "target_language": target_language,
-            "callback_url": callback_url,
-            "options": options,
-        },
-    )
-    return _job(result.one())
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A job to create (`insert_jobs`)."""
+
+    id: str
+    tenant_id: str
+    product: str
+    target_language: str
+    callback_url: str | None
+    options: dict[str, Any]
+
+
+async def insert_jobs(engine: AsyncEngine, jobs: Sequence[NewJob]) -> list[JobRow]:
+    """Insert jobs in one statement (autocommit) and return them as stored, in order."""
+    params = {
+        "ids": [j.id for j in jobs],
+        "tenants": [j.tenant_id for j in jobs],
+        "products": [j.product for j in jobs],
+        "languages": [j.target_language for j in jobs],
+        "callbacks": [j.callback_url for j in jobs],
+        "options": [orjson.dumps(j.options).decode() for j in jobs],
+    }
+    async with engine.connect() as conn:
+        result = await conn.execute(_INSERT_JOBS, params)
+        stored = {row[0]: _job(row) for row in result}
+    return [stored[j.id] for j in jobs]
 
 
 async def get_job(session: AsyncSession, job_id: str, tenant_id: str) -> JobRow | None:

@@ -75,18 +75,18 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     responses=AUTH_ERRORS,
     summary="Create a job",
 )
-async def create_job(body: JobCreate, tenant: TenantDep, session: SessionDep) -> Response:
+async def create_job(body: JobCreate, tenant: TenantDep, clients: ClientsDep) -> Response:
     """Create an analysis job and return it at once; upload reviews to it next."""
-    job = await store.insert_job(
-        session,
-        job_id=str(uuid.uuid4()),
-        tenant_id=tenant.id,
-        product=body.product,
-        target_language=body.target_language,
-        callback_url=str(body.callback_url) if body.callback_url is not None else None,
-        options=body.options,
+    job = await clients.job_inserts.submit(
+        store.NewJob(
+            id=str(uuid.uuid4()),
+            tenant_id=tenant.id,
+            product=body.product,
+            target_language=body.target_language,
+            callback_url=str(body.callback_url) if body.callback_url is not None else None,
+            options=body.options,
+        )
     )
-    await session.commit()
     return json_response(render(new_job_document(job)), status.HTTP_201_CREATED)
 
 
