@@ -39,7 +39,6 @@ from services.theme.core import ClusterParams, JobState, NamingRequest, ThemeSta
 from services.theme.settings import ThemeSettings
 from shared.db.models import Job, ReviewThemed, Theme, ThemeJob, ThemeMember, ThemeMerge
 from shared.db.pool import ConnectionPool
-from shared.db.tenants import JobTenants
 from shared.db.upsert import Upsert
 from shared.errors import Failure
 from shared.events import Insight, InsightsExtracted
@@ -47,6 +46,7 @@ from shared.llm.client import build_llm
 from shared.llm.embeddings import EmbedsText, Vector, build_embedder
 from shared.llm.errors import LLMError, LLMRequestRejected
 from shared.llm.port import CompletesLLM
+from shared.llm.ratelimit import one_share
 from shared.llm.settings import LLMSettings
 from shared.prompts.theme import PROMPT, ThemeOutput, check_keys
 from shared.redis import redis_client
@@ -329,8 +329,8 @@ class ThemeHandler:
         assigned: dict[str, str],
         fresh: set[str],
     ) -> tuple[dict[str, Vector], dict[int, str]]:
-        """Unit vectors of the insights without a theme (one call set per job, so the
-        quota's per-job fairness applies), and the records the provider refused to embed
+        """Unit vectors of the insights without a theme (one call set per job, so a
+        refusal is found within its job), and the records the provider refused to embed
         (id of the event -> why). Jobs in `fresh` skip the embeddings cache."""
         by_job: dict[str, list[InsightsExtracted]] = {}
         for _, e in events:
@@ -484,7 +484,8 @@ async def build(
     closers: list[Callable[[], Any]] = []
     if llm is None or embedder is None:
         redis = redis_client(settings.redis.url, theme.redis_connections)
-        real = build_llm(LLMSettings(), redis, share_of=JobTenants(pool).tenant_of)
+        # One share for the stage, not one per tenant: see `one_share`.
+        real = build_llm(LLMSettings(), redis, share_of=one_share("stage:theme"))
         closers += [real.aclose, redis.aclose]
         llm = llm or real
         embedder = embedder or build_embedder(real)

@@ -10,12 +10,14 @@ import pytest
 
 from shared.llm.ratelimit import (
     LocalLimiter,
+    RateLimiter,
     decayed_usage,
     estimate_tokens,
     fair_cap,
     gcra_advance,
     gcra_conform_at,
     gcra_reserve,
+    one_share,
 )
 from shared.llm.retry import (
     backoff_delay,
@@ -215,3 +217,14 @@ def test_usage_halves_every_half_life() -> None:
     assert decayed_usage(100.0, 10.0, 190.0, 60.0) == pytest.approx(12.5)
     # a clock that steps back never adds usage
     assert decayed_usage(100.0, 10.0, 5.0, 60.0) == 100.0
+
+
+async def test_a_stage_of_one_share_puts_every_job_in_it() -> None:
+    async def tenant_of(job_id: str) -> str | None:
+        return {"a": "tenant-a"}.get(job_id)
+
+    by_tenant = RateLimiter(None, LLMSettings(), share_of=tenant_of)
+    assert await by_tenant.share("a") == "t:tenant-a"
+    assert await by_tenant.share("b") == "j:b"  # unknown tenant: its own share
+    serial = RateLimiter(None, LLMSettings(), share_of=one_share("stage:theme"))
+    assert {await serial.share(j) for j in ("a", "b", "c")} == {"t:stage:theme"}
