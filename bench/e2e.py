@@ -9,7 +9,18 @@ tag so the LLM cache cannot answer; else generated), seals the job and follows i
     python -m bench.e2e [-n 10000] [--rps 200] [--latency-ms 300-1500] [--file a.csv ...]
 
 The last line is `RESULT {json}` with report_ready_s, completed_s, bound_s, llm_calls,
-ratio (completed_s / bound_s), provider_429s and cores.
+ratio (completed_s / bound_s), provider_429s, cores and `breakdown`: where the time above
+the bound goes, from the fake LLM's arrival times and the job's per-stage progress -
+
+- `fill_s`: from the first request until the provider saw its first call (upload, ingest,
+  learn's sample barrier and its one call);
+- `ramp_s`: from there until the first second in which the provider saw at least 90% of
+  the quota (learn's answer, translate's first packs, insight's first batches);
+- `short_s`: the quota left unused inside the busy span (calls the provider could have
+  taken in seconds below the quota, divided by the quota), split by the stage that was
+  still working (`short_by_stage_s`: the stage with the most reviews left that second);
+- `drain_s`: from the provider's last call until `completed` (theme's and the report's
+  writes, the 100% trigger).
 """
 
 from __future__ import annotations
@@ -115,9 +126,14 @@ def _run(api: httpx.Client, fake: httpx.Client, args: argparse.Namespace, tag: s
     _say(f"job {job_id}: {accepted} reviews submitted in {time.monotonic() - started:.1f} s")
     ready_s = completed_s = None
     job: dict[str, Any] = {}
+    # (seconds since start, per-stage reviews done), to tell which stage a slow second had
+    progress: list[tuple[float, dict[str, int]]] = []
     while time.monotonic() - started < args.timeout:
         job = api.get(f"/v1/jobs/{job_id}").json()
         now = time.monotonic() - started
+        progress.append(
+            (now, {k: int(v.get("done", 0)) for k, v in (job.get("stages") or {}).items()})
+        )
         if ready_s is None and job["status"] in ("report_ready", "completed"):
             ready_s = now
         if job["status"] == "completed":
@@ -131,7 +147,9 @@ def _run(api: httpx.Client, fake: httpx.Client, args: argparse.Namespace, tag: s
         sys.stdout.flush()
         time.sleep(1.0)
     _say("")
-    stats = fake.get("/stats").json()
+    stats = fake.get("/stats", params={"arrivals": 1}).json()
+    # The fake LLM stamps arrivals with this machine's monotonic clock, as `started` is.
+    arrivals = sorted(a - started for a in stats.get("arrivals", []) if a >= started)
     by_stage = {k: int(v.get("requests", 0)) for k, v in (stats.get("by_stage") or {}).items()}
     calls = sum(by_stage.values())
     bound = calls / args.rps
@@ -147,6 +165,7 @@ def _run(api: httpx.Client, fake: httpx.Client, args: argparse.Namespace, tag: s
         "limit_rps": args.rps,
         "dead_lettered": job.get("counts", {}).get("dead_lettered"),
         "cores": os.cpu_count(),
+        "breakdown": breakdown(arrivals, progress, completed_s, args.rps, accepted),
     }
     _say(
         f"report_ready after {result['report_ready_s']} s, completed after "
@@ -157,9 +176,60 @@ def _run(api: httpx.Client, fake: httpx.Client, args: argparse.Namespace, tag: s
         f"LLM calls by stage: {by_stage}; provider 429s: {result['provider_429s']}; "
         f"cores: {result['cores']}"
     )
+    b = result["breakdown"]
+    if b:
+        _say(
+            f"above the bound: fill {b['fill_s']} s, ramp {b['ramp_s']} s, "
+            f"quota unused {b['short_s']} s {b['short_by_stage_s']}, drain {b['drain_s']} s"
+        )
     _say("RESULT " + orjson.dumps(result).decode())
     return 0 if completed_s is not None else 1
 
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def breakdown(
+    arrivals: list[float],
+    progress: list[tuple[float, dict[str, int]]],
+    completed_s: float | None,
+    rps: float,
+    reviews: int,
+) -> dict[str, Any]:
+    """Where the time above the quota's bound went (see the module docstring); {} when the
+    job did not complete or the provider saw no call."""
+    if not arrivals or completed_s is None:
+        return {}
+    first, last = arrivals[0], arrivals[-1]
+    per_second: dict[int, int] = {}
+    for a in arrivals:
+        per_second[int(a - first)] = per_second.get(int(a - first), 0) + 1
+    span = int(last - first) + 1
+    full = next((s for s in range(span) if per_second.get(s, 0) >= 0.9 * rps), span)
+    short: dict[str, float] = {}
+    for sec in range(full, span - 1):  # the last, partial second is the drain's
+        missing = max(0.0, rps - per_second.get(sec, 0)) / rps
+        if missing:
+            stage = _behind(progress, first + sec, reviews)
+            short[stage] = short.get(stage, 0.0) + missing
+    return {
+        "fill_s": round(first, 1),
+        "ramp_s": float(full),
+        "short_s": round(sum(short.values()), 1),
+        "short_by_stage_s": {k: round(v, 1) for k, v in sorted(short.items())},
+        "drain_s": round(completed_s - last, 1),
+    }
+
+
+def _behind(progress: list[tuple[float, dict[str, int]]], at: float, reviews: int) -> str:
+    """The stage with the most reviews still to do at `at` (the last sample before it)."""
+    done: dict[str, int] = {}
+    for t, stages in progress:
+        if t > at:
+            break
+        done = stages
+    left = {k: reviews - v for k, v in done.items() if k in ("translate", "insight", "theme")}
+    if not left or max(left.values()) <= 0:
+        return "none"
+    return max(left, key=lambda k: left[k])
