@@ -61,7 +61,7 @@ from shared.llm.retry import (
     parse_ratelimit_headers,
     provider_failure,
 )
-from shared.llm.schema import response_format
+from shared.llm.schema import SCHEMA_MODES, response_format
 from shared.llm.settings import LLMSettings, StageConfig, SystemRole
 
 log = logging.getLogger(__name__)
@@ -291,7 +291,14 @@ class LLM:
         base_messages = shape_messages(prompt.messages(input), cfg.system_role)
         messages = base_messages
         input_chars = len(prompt.user(input))
-        fmt = response_format(cfg.structured, stage, output_model, strict=s.structured_strict)
+        # The prompt's own model gets the schema narrowed for this input (exact counts, the
+        # ids to echo); another model asked through the prompt gets its plain schema.
+        narrowed = None
+        if cfg.structured in SCHEMA_MODES and output_model is prompt.output_model:
+            narrowed = prompt.answer_schema(input)
+        fmt = response_format(
+            cfg.structured, stage, output_model, strict=s.structured_strict, schema=narrowed
+        )
         max_tokens = cfg.max_tokens
         temperature = cfg.temperature
         failures = 0

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
 from pydantic import BaseModel
+
+from shared.llm.schema import response_schema
 
 SCHEMA_PLACEHOLDER = "{schema}"
 
@@ -32,6 +35,11 @@ class PromptTemplate:
 
     `system_template` may contain `{schema}`, replaced by the compact JSON schema of
     `output_model`. The user message is the input dict serialised as JSON.
+
+    `narrow(input, schema)` tightens, in place, the schema a provider is asked to enforce
+    for one input (`answer_schema`): how many items the answer has and which ids or names
+    it may use. A small model that a fixed schema lets write a theme after theme until
+    `max_tokens`, or invent ids, cannot do so under the narrowed one.
     """
 
     stage: str
@@ -39,6 +47,7 @@ class PromptTemplate:
     system_template: str
     output_model: type[BaseModel]
     description: str = ""
+    narrow: Callable[[dict[str, Any], dict[str, Any]], None] | None = None
 
     @property
     def name(self) -> str:
@@ -59,6 +68,14 @@ class PromptTemplate:
     def fingerprint(self) -> str:
         """A short hash of the system text, part of the cache key."""
         return hashlib.sha256(self.system.encode()).hexdigest()[:12]
+
+    def answer_schema(self, input: dict[str, Any]) -> dict[str, Any]:
+        """The schema to enforce for `input`: the output model's portable schema
+        (`shared.llm.schema`), narrowed for this input when the prompt says how."""
+        schema = response_schema(self.output_model)
+        if self.narrow is not None:
+            self.narrow(input, schema)
+        return schema
 
     def user(self, input: dict[str, Any]) -> str:
         """The user message: the input as JSON (keys in the caller's order)."""

@@ -16,7 +16,9 @@ turns it into a self-contained schema:
   required in the answer; its type already says what it may be (`anyOf` with `null` for
   an optional value), so the model can always write the default.
 
-`response_format(mode, stage, model, strict)` builds the request's `response_format`.
+`response_format(mode, stage, model, strict, schema)` builds the request's `response_format`;
+a prompt may narrow the schema for each input (`PromptTemplate.answer_schema`: exact item
+counts, the ids and names the answer must use).
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ KEPT = frozenset(
     }
 )
 _NAME_RE = re.compile(r"[^a-zA-Z0-9_-]")
+# The `VOC_LLM_STRUCTURED` modes that send a schema.
+SCHEMA_MODES = frozenset({"json_schema", "json_object_schema"})
 
 
 class UnsupportedSchema(ValueError):
@@ -112,20 +116,30 @@ def schema_name(stage: str) -> str:
 
 
 def response_format(
-    mode: str, stage: str, model: type[BaseModel], *, strict: bool = True
+    mode: str,
+    stage: str,
+    model: type[BaseModel],
+    *,
+    strict: bool = True,
+    schema: dict[str, Any] | None = None,
 ) -> dict[str, Any] | None:
-    """The `response_format` of a request in `mode` (`VOC_LLM_STRUCTURED`), or None."""
+    """The `response_format` of a request in `mode` (`VOC_LLM_STRUCTURED`), or None;
+    `schema` (one derived from `model` and narrowed for the request) replaces the model's
+    own."""
     if mode == "json_schema":
         return {
             "type": "json_schema",
             "json_schema": {
                 "name": schema_name(stage),
-                "schema": response_schema(model),
+                "schema": schema if schema is not None else response_schema(model),
                 "strict": strict,
             },
         }
     if mode == "json_object_schema":
-        return {"type": "json_object", "schema": response_schema(model)}
+        return {
+            "type": "json_object",
+            "schema": schema if schema is not None else response_schema(model),
+        }
     if mode == "json_object":
         return {"type": "json_object"}
     return None

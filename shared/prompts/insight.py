@@ -15,7 +15,7 @@ call is retried.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -121,10 +121,21 @@ an empty list. Answer with a single JSON object and nothing else - no prose, no 
 code fences. It must validate against this JSON schema:
 {schema}"""
 
+
+def narrow(input: dict[str, Any], schema: dict[str, Any]) -> None:
+    """Insights only on the given dimensions or "other" (see `PromptTemplate.narrow`)."""
+    names = [str(d["name"]) for d in input.get("dimensions") or []]
+    if names:
+        item = schema["properties"]["insights"]["items"]
+        enum = list(dict.fromkeys([*names, OTHER_DIMENSION]))
+        item["properties"]["dimension"] = {"type": "string", "enum": enum}
+
+
 PROMPT = PromptTemplate(
     stage="insight",
     version="2",
     system_template=SYSTEM,
     output_model=InsightOutput,
     description="Extract dimension/aspect/sentiment/quote/5W insights from one review.",
+    narrow=narrow,
 )

@@ -7,6 +7,8 @@ model (who / what / when / where / why), written in the target language.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field, field_validator
 
 from shared.llm.prompts import PromptTemplate
@@ -88,10 +90,21 @@ Answer with a single JSON object and nothing else - no prose, no markdown code f
 It must validate against this JSON schema:
 {schema}"""
 
+
+def narrow(input: dict[str, Any], schema: dict[str, Any]) -> None:
+    """The list lengths the instructions ask for, enforced (`PromptTemplate.narrow`);
+    validation stays lenient, the bounds only stop a small model's endless lists."""
+    dimension = schema["properties"]["dimensions"]["items"]
+    dimension["properties"]["keywords"]["maxItems"] = 12
+    for values in schema["properties"]["five_w"]["properties"].values():
+        values["maxItems"] = 6
+
+
 PROMPT = PromptTemplate(
     stage="learn",
     version="1",
     system_template=SYSTEM,
     output_model=LearnOutput,
     description="Induce 5-15 analysis dimensions and the 5W model from a review sample.",
+    narrow=narrow,
 )

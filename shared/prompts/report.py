@@ -64,10 +64,17 @@ nothing else - no prose, no markdown code fences. It must validate against this 
 schema:
 {schema}"""
 
+
+def narrow(input: dict[str, Any], schema: dict[str, Any]) -> None:
+    """At most the 6 actions the instructions ask for, enforced (`PromptTemplate.narrow`)."""
+    schema["properties"]["recommended_actions"]["maxItems"] = 6
+
+
 PROMPT = PromptTemplate(
     stage="report",
     version="1",
     system_template=SYSTEM,
     output_model=ReportOutput,
     description="Executive summary and recommended actions from the job's aggregates.",
+    narrow=narrow,
 )

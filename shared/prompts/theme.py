@@ -11,6 +11,7 @@ requiring exactly the given keys.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -61,6 +62,15 @@ def check_keys(keys: Iterable[str]) -> Callable[[ThemeOutput], None]:
     return _check
 
 
+def narrow(input: dict[str, Any], schema: dict[str, Any]) -> None:
+    """One theme per cluster, keyed by the clusters' keys (see `PromptTemplate.narrow`)."""
+    keys = [str(c["key"]) for c in input.get("clusters") or []]
+    themes = schema["properties"]["themes"]
+    themes["minItems"] = themes["maxItems"] = len(keys)
+    if keys:
+        themes["items"]["properties"]["key"] = {"type": "string", "enum": keys}
+
+
 SYSTEM = """\
 You are a Voice-of-Customer analyst naming themes. You receive a JSON object with the \
 "product", the "language" to write in and a list of "clusters". Each cluster has a \
@@ -89,4 +99,5 @@ PROMPT = PromptTemplate(
     system_template=SYSTEM,
     output_model=ThemeOutput,
     description="Name and describe themes of insights (one or more dimensions).",
+    narrow=narrow,
 )

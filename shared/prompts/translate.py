@@ -9,6 +9,7 @@ an answer missing or inventing ids.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -84,10 +85,21 @@ Answer with a single JSON object and nothing else - no prose, no markdown code f
 It must validate against this JSON schema:
 {schema}"""
 
+
+def narrow(input: dict[str, Any], schema: dict[str, Any]) -> None:
+    """One translation per item, with the items' ids (see `PromptTemplate.narrow`)."""
+    ids = [str(i["id"]) for i in input.get("items") or []]
+    items = schema["properties"]["items"]
+    items["minItems"] = items["maxItems"] = len(ids)
+    if ids:
+        items["items"]["properties"]["id"] = {"type": "string", "enum": ids}
+
+
 PROMPT = PromptTemplate(
     stage="translate",
     version="2",
     system_template=SYSTEM,
     output_model=TranslateOutput,
     description="Translate a batch of reviews into the target language.",
+    narrow=narrow,
 )

@@ -57,6 +57,45 @@ def test_every_stage_schema_is_portable_and_strict(stage: str) -> None:
     assert (mode, problem) == ("json_schema", None)
 
 
+NARROWED: dict[str, dict[str, Any]] = {
+    "learn": {},
+    "report": {},
+    "theme": {"clusters": [{"key": "c1"}, {"key": "c2"}]},
+    "translate": {"items": [{"id": "r1"}, {"id": "r2"}, {"id": "r3"}]},
+    "insight": {"dimensions": [{"name": "Battery life"}, {"name": "Fit"}]},
+}
+
+
+@pytest.mark.parametrize("stage", sorted(NARROWED))
+def test_a_narrowed_schema_is_still_portable(stage: str) -> None:
+    prompt = PROMPTS[stage]
+    schema = prompt.answer_schema(NARROWED[stage])
+    # narrowed on a copy: the model's own schema (derived once, cached) is unchanged
+    assert schema != response_schema(prompt.output_model)
+    for node in _walk(schema):
+        if "type" in node:
+            assert set(node) <= KEPT, node
+    fmt = response_format("json_schema", stage, prompt.output_model, schema=schema)
+    assert check_response_format(fmt) == ("json_schema", None)
+
+
+def test_each_stage_narrows_to_its_input() -> None:
+    theme = PROMPTS["theme"].answer_schema(NARROWED["theme"])["properties"]["themes"]
+    assert (theme["minItems"], theme["maxItems"]) == (2, 2)
+    assert theme["items"]["properties"]["key"]["enum"] == ["c1", "c2"]
+    items = PROMPTS["translate"].answer_schema(NARROWED["translate"])["properties"]["items"]
+    assert (items["minItems"], items["maxItems"]) == (3, 3)
+    assert items["items"]["properties"]["id"]["enum"] == ["r1", "r2", "r3"]
+    insight = PROMPTS["insight"].answer_schema(NARROWED["insight"])
+    dimension = insight["properties"]["insights"]["items"]["properties"]["dimension"]
+    assert dimension["enum"] == ["Battery life", "Fit", "other"]
+    learned = PROMPTS["learn"].answer_schema({})
+    assert learned["properties"]["dimensions"]["items"]["properties"]["keywords"]["maxItems"] == 12
+    assert learned["properties"]["five_w"]["properties"]["why"]["maxItems"] == 6
+    report = PROMPTS["report"].answer_schema({})
+    assert report["properties"]["recommended_actions"]["maxItems"] == 6
+
+
 def test_the_schema_keeps_structure_and_drops_what_servers_refuse() -> None:
     schema = response_schema(learn.LearnOutput)
     dims = schema["properties"]["dimensions"]
