@@ -122,13 +122,21 @@ code fences. It must validate against this JSON schema:
 {schema}"""
 
 
+def max_insights(text: str) -> int:
+    """The most insights a review of `text` is asked for: a couple per ~50 characters, at
+    most 20 (a small model otherwise lists insights until it runs out of tokens)."""
+    return min(20, 2 + len(text) // 50)
+
+
 def narrow(input: dict[str, Any], schema: dict[str, Any]) -> None:
-    """Insights only on the given dimensions or "other" (see `PromptTemplate.narrow`)."""
+    """Insights only on the given dimensions or "other", and no more than the review's
+    length can carry (`max_insights`; see `PromptTemplate.narrow`)."""
+    insights = schema["properties"]["insights"]
+    insights["maxItems"] = max_insights(str(input.get("text") or ""))
     names = [str(d["name"]) for d in input.get("dimensions") or []]
     if names:
-        item = schema["properties"]["insights"]["items"]
         enum = list(dict.fromkeys([*names, OTHER_DIMENSION]))
-        item["properties"]["dimension"] = {"type": "string", "enum": enum}
+        insights["items"]["properties"]["dimension"] = {"type": "string", "enum": enum}
 
 
 PROMPT = PromptTemplate(

@@ -62,7 +62,10 @@ NARROWED: dict[str, dict[str, Any]] = {
     "report": {},
     "theme": {"clusters": [{"key": "c1"}, {"key": "c2"}]},
     "translate": {"items": [{"id": "r1"}, {"id": "r2"}, {"id": "r3"}]},
-    "insight": {"dimensions": [{"name": "Battery life"}, {"name": "Fit"}]},
+    "insight": {
+        "text": "Great fit. " * 30,
+        "dimensions": [{"name": "Battery life"}, {"name": "Fit"}],
+    },
 }
 
 
@@ -89,6 +92,9 @@ def test_each_stage_narrows_to_its_input() -> None:
     insight = PROMPTS["insight"].answer_schema(NARROWED["insight"])
     dimension = insight["properties"]["insights"]["items"]["properties"]["dimension"]
     assert dimension["enum"] == ["Battery life", "Fit", "other"]
+    assert insight["properties"]["insights"]["maxItems"] == 2 + 330 // 50
+    long = PROMPTS["insight"].answer_schema({"text": "x" * 10_000, "dimensions": []})
+    assert long["properties"]["insights"]["maxItems"] == 20
     learned = PROMPTS["learn"].answer_schema({})
     assert learned["properties"]["dimensions"]["items"]["properties"]["keywords"]["maxItems"] == 12
     assert learned["properties"]["five_w"]["properties"]["why"]["maxItems"] == 6
