@@ -51,7 +51,7 @@ from shared.llm.errors import (
 from shared.llm.metrics import LLMMetrics, llm_metrics
 from shared.llm.prompts import PromptTemplate
 from shared.llm.ratelimit import RateLimiter, ShareOf, estimate_tokens
-from shared.llm.repair import describe_error, echo_hint, validate_reply
+from shared.llm.repair import describe_error, echo_hint, repeating_tail, validate_reply
 from shared.llm.retry import (
     PROVIDER_ERRORS,
     REJECTED,
@@ -80,6 +80,12 @@ CORRECTION = (
     "Your previous answer (retry {retry}) could not be used.\n{error}\n{hint}"
     "Answer again with only the JSON object, exactly as the schema in the instructions "
     "requires - no prose, no code fences."
+)
+
+
+LOOP_HINT = (
+    "It repeated {unit!r} over and over until it was cut off. Write every value once, "
+    "briefly, and close the JSON object."
 )
 
 
@@ -301,6 +307,8 @@ class LLM:
         )
         max_tokens = cfg.max_tokens
         temperature = cfg.temperature
+        frequency_penalty = 0.0
+        cut_at = 0  # the max_tokens an answer was last cut off at
         failures = 0
         timeouts = 0
         malformed = 0
@@ -313,8 +321,10 @@ class LLM:
                     m.limiter_wait.labels(stage, model).observe(grant.waited_s)
                     calls += 1
                     # Sized when the call goes (slot and limiter waits are behind us), and
-                    # longer after each timeout: the guess may have been too short.
-                    expected = expected_output_tokens(input_chars, max_tokens) * 2**timeouts
+                    # longer after each timeout: the guess may have been too short. An
+                    # answer cut off at max_tokens says the next one is at least as long.
+                    guess = max(expected_output_tokens(input_chars, max_tokens), cut_at)
+                    expected = guess * 2**timeouts
                     timeout = call_timeout(cfg, expected, deadline - time.monotonic())
                     body: dict[str, Any] = {
                         "model": model,
@@ -324,6 +334,8 @@ class LLM:
                     }
                     if fmt is not None:
                         body["response_format"] = fmt
+                    if frequency_penalty:
+                        body["frequency_penalty"] = frequency_penalty
                     text, finish = await self._attempt(cfg, prompt, body, est, timeout)
             except ProviderRetry as r:
                 failures += 1
@@ -352,7 +364,8 @@ class LLM:
                     raise ValueError("the answer was cut off at max_tokens")
             except ValueError as exc:
                 malformed += 1
-                kind = "truncated" if truncated else "malformed"
+                loop = repeating_tail(text) if truncated else None
+                kind = "looped" if loop else "truncated" if truncated else "malformed"
                 m.errors.labels(stage, model, kind).inc()
                 reason = describe_error(exc, s.correction_max_chars)
                 if malformed >= s.malformed_attempts:
@@ -370,22 +383,32 @@ class LLM:
                         f"{stage}: deadline passed", stage=stage, attempts=calls
                     ) from exc
                 m.retries.labels(stage, model, kind).inc()
-                if truncated:
+                if truncated and loop is None:
+                    cut_at = max_tokens
                     max_tokens = min(max_tokens * 2, cfg.max_tokens * _MAX_TOKENS_GROWTH)
                     messages = base_messages
                 else:
                     # A retry must differ from the call it corrects: at temperature 0 the
-                    # same request gets the same answer, byte for byte.
+                    # same request gets the same answer, byte for byte. An answer that
+                    # looped until it was cut off would only loop longer with more tokens:
+                    # it is corrected, and repeating is penalised from now on.
                     temperature = hotter(
                         temperature, s.retry_temperature_step, s.retry_temperature_max
                     )
-                    hint = echo_hint(text, input)
+                    hint: str | None
+                    if loop is not None:
+                        frequency_penalty = s.loop_frequency_penalty
+                        hint = LOOP_HINT.format(unit=loop.strip()[:80])
+                    else:
+                        hint = echo_hint(text, input)
                     correction = CORRECTION.format(
                         retry=malformed, error=reason, hint=f"{hint}\n" if hint else ""
                     )
+                    # a loop is shown shortened: its repeats teach nothing
+                    shown = (text or "")[: 1000 if loop is not None else 4000]
                     messages = [
                         *base_messages,
-                        {"role": "assistant", "content": (text or "")[:4000]},
+                        {"role": "assistant", "content": shown},
                         {"role": "user", "content": correction},
                     ]
                 continue

@@ -6,7 +6,7 @@ Created on first use (`llm_metrics()`), not at import, and once per registry, so
 - `voc_llm_calls_total{outcome}`: provider calls by outcome (`ok`, or an error kind)
 - `voc_llm_call_latency_seconds`: provider call latency (histogram)
 - `voc_llm_errors_total{kind}`: `rate_limited`, `server_error`, `timeout`, `connection`,
-  `rejected`, `malformed`, `truncated`
+  `rejected`, `malformed`, `truncated`, `looped` (cut off while repeating itself)
 - `voc_llm_retries_total{reason}`: retries made, by reason
 - `voc_llm_repairs_total`: answers that needed repair (fences, prose, truncation)
 - `voc_llm_tokens_total{direction}`: tokens `in` (prompt) and `out` (completion)

@@ -272,3 +272,28 @@ def echo_hint(text: str | None, input: dict[str, Any]) -> str | None:
             "data, an object whose keys are the schema's properties."
         )
     return None
+
+
+def repeating_tail(text: str | None, *, min_unit: int = 8, times: int = 4) -> str | None:
+    """The passage an answer was repeating when it ended, or None.
+
+    A small model under an enforced schema often loops inside a string ("It is a battery
+    life indicator. It is a battery life indicator. ...") until `max_tokens` cuts it
+    off; a larger `max_tokens` only buys a longer loop. Found as the shortest period
+    `p` (`min_unit` characters or more) for which the last `(times - 1) * p`
+    characters each equal the one `p` before them, wherever the cut fell in the unit.
+    """
+    if not text:
+        return None
+    tail = text[-1500:]
+    n = len(tail)
+    for period in range(min_unit, n // times + 1):
+        need = (times - 1) * period
+        k = n - 1 - period
+        run = 0
+        while run < need and k >= 0 and tail[k] == tail[k + period]:
+            run += 1
+            k -= 1
+        if run >= need:
+            return tail[n - period :]
+    return None

@@ -195,6 +195,8 @@ class LLMSettings(BaseSettings):
     retry_temperature_step: float = Field(default=0.3, ge=0)
     retry_temperature_max: float = Field(default=1.0, ge=0)
     correction_max_chars: int = Field(default=1500, ge=100)
+    # frequency_penalty of the retries after an answer that looped until max_tokens
+    loop_frequency_penalty: float = Field(default=0.5, ge=0, le=2)
     limiter_horizon_s: float = Field(default=2.0, gt=0)
     limiter_active_window_s: float = Field(default=5.0, gt=0)
     limiter_free_calls: float = Field(default=2000.0, ge=0)

@@ -145,6 +145,7 @@ class FakeLLM:
             echo_rate=0,
             stubborn_rate=0,
             max_items=0,
+            loop_rate=0,
         )
         httpx.post(
             self.url + "/stats/reset", headers=admin_headers(), timeout=10

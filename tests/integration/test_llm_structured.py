@@ -7,6 +7,8 @@ a real redis-server, the real `openai` client and the fake LLM in its weak-model
 - the system text can open the first user turn (Gemma);
 - a model that ignores corrections gets a retry that changes its sampling, and the
   correction quotes every validation error;
+- an answer that loops until `max_tokens` is corrected with a frequency penalty, not
+  retried with more tokens;
 - translate splits a pack the model cannot answer into smaller calls.
 """
 
@@ -157,6 +159,26 @@ async def test_a_retry_after_a_malformed_answer_changes_the_request(
         assert len(out.dimensions) >= 5
         stats = fake_llm.stats()
         assert stats["weak"]["stubborn"] == 1, "the first retry already differed"
+        assert stats["requests"] == 2
+    finally:
+        await llm.aclose()
+        await redis.aclose()
+
+
+async def test_an_answer_that_loops_is_corrected_not_given_more_tokens(
+    llm_redis: RedisProc, llm_settings: LLMSettings, fake_llm: FakeLLM
+) -> None:
+    # The model repeats one sentence until max_tokens, as Gemma 270M did under an enforced
+    # schema; more tokens would only buy a longer loop. The retry tells it so and sets a
+    # frequency penalty (what breaks a greedy loop): the second call answers.
+    fake_llm.configure(loop_rate=1.0)
+    redis = Redis.from_url(llm_redis.url)
+    llm = make_llm(llm_settings.model_copy(update={"temperature": 0.0}), redis)
+    try:
+        out = await learn_call(llm, " loops")
+        assert len(out.dimensions) >= 5
+        stats = fake_llm.stats()
+        assert stats["weak"]["looped"] == 1
         assert stats["requests"] == 2
     finally:
         await llm.aclose()

@@ -53,7 +53,7 @@ class FakeConfig(BaseModel):
         description="a started generation runs to its end when its client left (as "
         "llama-cpp-python's server does); False: it stops at once",
     )
-    # Weak-model faults, per request (echo, stubborn) or per request size (max_items).
+    # Weak-model faults, per request (echo, stubborn, loop) or per request size (max_items).
     echo_rate: float = Field(
         default=0.0,
         ge=0,
@@ -70,6 +70,13 @@ class FakeConfig(BaseModel):
     )
     max_items: int = Field(
         default=0, ge=0, description="translate: a request of more items is answered junk"
+    )
+    loop_rate: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="fraction of inputs answered with a string that repeats itself until "
+        "max_tokens (finish_reason 'length'), unless the request sets frequency_penalty",
     )
 
     @model_validator(mode="after")

@@ -20,7 +20,7 @@ most that many requests generate at once and the rest queue, as in llama.cpp; a 
 request whose client left is skipped), then latency and per-token generation time, then
 at most one injected fault (5xx, hang, malformed, truncated, fenced, missing item, bad
 quote) - faults only for inputs containing `fault_match` when it is set - and the weak
-model's ways (`echo_rate`, `stubborn_rate`, `max_items`).
+model's ways (`echo_rate`, `stubborn_rate`, `loop_rate`, `max_items`).
 
 The input is the first user message that is a JSON object, or the last paragraph of it
 when the system text opens the user turn (`VOC_LLM_SYSTEM_ROLE=user`).
@@ -161,6 +161,7 @@ class Stats:
         self.max_active = 0
         self.max_queued = 0
         self.stubborn = 0
+        self.looped = 0
         self.echoed = 0
         self.too_many_items = 0
         # stubborn inputs -> the sampling (temperature, seed) of their first request
@@ -211,6 +212,7 @@ class Stats:
             "weak": {
                 "echoed": self.echoed,
                 "stubborn": self.stubborn,
+                "looped": self.looped,
                 "too_many_items": self.too_many_items,
             },
         }
@@ -527,6 +529,10 @@ class FakeLLMApp:
         weak = self._weak_answer(chat, seed, content)
         if weak is not None:
             content = weak
+        elif self._loops(chat, seed):
+            self.stats.looped += 1
+            content = _looping(content, int(chat.body.get("max_tokens") or 256))
+            finish = "length"
         elif fault == "malformed":
             content = _malformed(content, seed)
         elif fault == "truncated":
@@ -641,6 +647,15 @@ class FakeLLMApp:
             return schema if schema is not None else orjson.dumps(inp).decode()
         return None
 
+    def _loops(self, chat: ChatRequest, seed: int) -> bool:
+        """Whether this answer loops (`loop_rate` of the inputs, by their seed), as a small
+        model does under greedy sampling; a frequency penalty breaks the loop."""
+        rate = self.config.loop_rate
+        if rate <= 0 or float(chat.body.get("frequency_penalty") or 0) > 0:
+            return False
+        # not `seed % 10_000` as `stubborn_rate` picks: the two pick different inputs
+        return (seed // 7 % 10_000) < rate * 10_000
+
     def _pick_fault(self, stage: str, user_text: str) -> str | None:
         c = self.config
         if c.fault_match is not None and c.fault_match not in user_text:
@@ -753,6 +768,14 @@ def _strict_problem(node: Any, path: str) -> str | None:
         if problem is not None:
             return problem
     return None
+
+
+def _looping(content: str, max_tokens: int) -> str:
+    """The start of `content` (into its first string value) and then one sentence over
+    and over, cut at `max_tokens` (~4 characters each), as a looping model's answer."""
+    start = content[: content.find('":"') + 3] if '":"' in content else content[:20]
+    text = start + "It is a battery life indicator. " * (max_tokens // 4)
+    return text[: max(len(start) + 1, max_tokens * 4)]
 
 
 def _malformed(content: str, seed: int) -> str:
