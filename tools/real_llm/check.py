@@ -351,7 +351,10 @@ def llm_env(
     """The services' LLM settings for a one-slot CPU server."""
     # The base of a call's timeout covers prompt processing of the largest prompt (the
     # learn sample plus instructions, ~3k tokens) at the measured speed, with room for a
-    # noisy machine; the rest follows the expected answer at half the measured decode rate.
+    # noisy machine; the rest follows the expected answer at a third of the decode rate
+    # measured (on a short prompt): decoding slows as the context grows (here 61 tokens/s
+    # after ~700 prompt tokens, 25 after ~3,000), and a timeout shorter than a generation
+    # wastes the whole call.
     base = min(600.0, 30.0 + 3000 / max(1.0, prompt_tps) * 2)
     return {
         "VOC_LLM_BASE_URL": url,
@@ -360,10 +363,12 @@ def llm_env(
         "VOC_LLM_STRUCTURED": mode,
         "VOC_LLM_SYSTEM_ROLE": "user",
         "VOC_LLM_MAX_CONCURRENCY": "1",
-        "VOC_LLM_MAX_TOKENS": "1536",
+        # answers of one review, a pack or a few themes fit in 1,024; learn's frame is longer
+        "VOC_LLM_MAX_TOKENS": "1024",
+        "VOC_LLM_LEARN_MAX_TOKENS": "1536",
         "VOC_LLM_TIMEOUT_S": "900",
         "VOC_LLM_TIMEOUT_BASE_S": f"{base:.0f}",
-        "VOC_LLM_DECODE_TPS": f"{max(1.0, decode_tps / 2):.1f}",
+        "VOC_LLM_DECODE_TPS": f"{max(1.0, decode_tps / 3):.1f}",
         "VOC_LLM_DEADLINE_S": "2400",
         "VOC_LLM_RPS": "5",
         "VOC_LLM_KEY_PREFIX": prefix,
@@ -403,7 +408,8 @@ def stage_figures(metrics: dict[str, float], stage: str) -> dict[str, float]:
         "ok": _sum(metrics, "voc_llm_calls_total", stage=stage, outcome="ok"),
         "timeouts": _sum(metrics, "voc_llm_errors_total", stage=stage, kind="timeout"),
         "malformed": _sum(metrics, "voc_llm_errors_total", stage=stage, kind="malformed")
-        + _sum(metrics, "voc_llm_errors_total", stage=stage, kind="truncated"),
+        + _sum(metrics, "voc_llm_errors_total", stage=stage, kind="truncated")
+        + _sum(metrics, "voc_llm_errors_total", stage=stage, kind="looped"),
         "slot_gave_up": _sum(metrics, "voc_llm_errors_total", stage=stage, kind="rate_limited"),
         "llm_seconds": round(_sum(metrics, "voc_llm_call_latency_seconds_sum", stage=stage), 1),
         "overruns": _sum(metrics, "voc_llm_deadline_overruns_total", stage=stage),
