@@ -37,6 +37,7 @@ import contextlib
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -551,6 +552,9 @@ def main(argv: list[str] | None = None) -> int:
     if stack.is_running():
         say(f"a stack already runs in {HOME}: stopping it first")
         stack.down()
+    # A fresh stack every run: the jobs of an interrupted run would still be held in its
+    # Postgres and would take the server's one slot before this run's job.
+    shutil.rmtree(HOME, ignore_errors=True)
     server = LlamaServer(stack.profile.fake_llm_port + 1, HOME / "logs" / "llama-server.log")
     outcomes: list[JobOutcome] = []
     problems: list[str] = []
