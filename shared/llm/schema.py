@@ -143,3 +143,12 @@ def response_format(
     if mode == "json_object":
         return {"type": "json_object"}
     return None
+
+
+def one_item_each(array: dict[str, Any], key: str, values: list[str]) -> None:
+    """Narrow an array schema (in place) to exactly one item per value of `values`, its
+    `key` property one of them: the answer then has one entry per input item, under the
+    input's own ids (see `PromptTemplate.narrow`)."""
+    array["minItems"] = array["maxItems"] = len(values)
+    if values:
+        array["items"]["properties"][key] = {"type": "string", "enum": values}

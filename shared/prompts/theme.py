@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from shared.llm.prompts import PromptTemplate
+from shared.llm.schema import one_item_each
 
 
 class ThemeCluster(BaseModel):
@@ -65,10 +66,7 @@ def check_keys(keys: Iterable[str]) -> Callable[[ThemeOutput], None]:
 def narrow(input: dict[str, Any], schema: dict[str, Any]) -> None:
     """One theme per cluster, keyed by the clusters' keys (see `PromptTemplate.narrow`)."""
     keys = [str(c["key"]) for c in input.get("clusters") or []]
-    themes = schema["properties"]["themes"]
-    themes["minItems"] = themes["maxItems"] = len(keys)
-    if keys:
-        themes["items"]["properties"]["key"] = {"type": "string", "enum": keys}
+    one_item_each(schema["properties"]["themes"], "key", keys)
 
 
 SYSTEM = """\

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from shared.llm.prompts import PromptTemplate
+from shared.llm.schema import one_item_each
 
 
 class TranslateItem(BaseModel):
@@ -89,10 +90,7 @@ It must validate against this JSON schema:
 def narrow(input: dict[str, Any], schema: dict[str, Any]) -> None:
     """One translation per item, with the items' ids (see `PromptTemplate.narrow`)."""
     ids = [str(i["id"]) for i in input.get("items") or []]
-    items = schema["properties"]["items"]
-    items["minItems"] = items["maxItems"] = len(ids)
-    if ids:
-        items["items"]["properties"]["id"] = {"type": "string", "enum": ids}
+    one_item_each(schema["properties"]["items"], "id", ids)
 
 
 PROMPT = PromptTemplate(
