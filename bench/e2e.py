@@ -7,18 +7,22 @@ tag so the LLM cache cannot answer; else generated), seals the job and follows i
 / R. The services' limiter must be set to the same R (`VOC_LLM_RPS`, default 200).
 
     python -m bench.e2e [-n 10000] [--rps 200] [--latency-ms 300-1500] [--file a.csv ...]
+                        [--py-spy DIR] [--dump series.json]
 
 The last line is `RESULT {json}` with report_ready_s, completed_s, bound_s, llm_calls,
-ratio (completed_s / bound_s), provider_429s, cores and `breakdown`: where the time above
-the bound goes, from the fake LLM's arrival times and the job's per-stage progress -
+ratio (completed_s / bound_s), provider_429s, cores, each process's peak RSS and CPU
+seconds (`processes`) and `breakdown`: where the time above the bound goes, from the
+fake LLM's arrival times and the job's per-stage progress -
 
 - `fill_s`: from the first request until the provider saw its first call (upload, ingest,
   learn's sample barrier and its one call);
 - `ramp_s`: from there until the first second in which the provider saw at least 90% of
   the quota (learn's answer, translate's first packs, insight's first batches);
 - `short_s`: the quota left unused inside the busy span (calls the provider could have
-  taken in seconds below the quota, divided by the quota), split by the stage that was
-  still working (`short_by_stage_s`: the stage with the most reviews left that second);
+  taken in seconds below the quota, divided by the quota; a call it refused with 429
+  counts as unused), split by the stage that held the rest back (`short_by_stage_s`: the
+  first of translate, insight, theme with reviews left that second); `refused_s` is
+  the part the 429s took (their count divided by the quota);
 - `drain_s`: from the provider's last call until `completed` (theme's and the report's
   writes, the 100% trigger).
 """
@@ -40,6 +44,8 @@ from typing import Any
 import httpx
 import orjson
 
+from bench.ingest import Profiler
+from bench.stackwatch import Watch
 from voc.stack import Stack
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "reviews"
@@ -81,9 +87,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--latency-ms", default="300-1500")
     p.add_argument("--file", action="append", default=[])
     p.add_argument("--timeout", type=float, default=1800.0)
+    p.add_argument(
+        "--py-spy",
+        type=Path,
+        default=None,
+        help="record py-spy profiles of insight and theme (the busiest stages) into DIR",
+    )
+    p.add_argument(
+        "--dump", help="write the job's progress samples and the provider's arrivals here (JSON)"
+    )
     args = p.parse_args(argv)
 
-    env = Stack(profile=os.environ.get("VOC_PROFILE", "dev")).env()
+    stack = Stack(profile=os.environ.get("VOC_PROFILE", "dev"))
+    env = stack.env()
     fake_url = env.get("VOC_FAKE_LLM_URL")
     if not fake_url:
         _say("bench-e2e needs the stack's fake LLM (VOC_FAKE_LLM_URL)")
@@ -100,13 +116,26 @@ def main(argv: list[str] | None = None) -> int:
         ).raise_for_status()
         fake.post("/stats/reset").raise_for_status()
         try:
-            return _run(api, fake, args, tag)
+            spied = {n: stack.service_pid(n) for n in ("insight", "theme")}
+            pids = {n: pid for n, pid in spied.items() if pid is not None}
+            with Watch.stack(stack) as watch, Profiler(args.py_spy, stack, pids=pids):
+                result = _run(api, fake, args, tag)
+            # CPU seconds per process: on 2 cores, what the stack spends beside the LLM
+            # calls decides how close to the quota's bound the job can get
+            watch.print("bench-e2e")
+            result["processes"] = watch.report()
+            result["cores"] = os.cpu_count()
+            _say("RESULT " + orjson.dumps(result).decode())
+            return 0 if result["completed_s"] is not None else 1
         finally:
             keys = ("rate_limit_rps", "latency_min_ms", "latency_max_ms")
             fake.post("/admin/config", json={k: previous[k] for k in keys if k in previous})
 
 
-def _run(api: httpx.Client, fake: httpx.Client, args: argparse.Namespace, tag: str) -> int:
+def _run(
+    api: httpx.Client, fake: httpx.Client, args: argparse.Namespace, tag: str
+) -> dict[str, Any]:
+    """Submit, seal and follow one job; print its figures and return the RESULT fields."""
     resp = api.post("/v1/jobs", json={"product": f"bench-e2e {tag}", "target_language": "en"})
     resp.raise_for_status()
     job_id = resp.json()["id"]
@@ -150,6 +179,7 @@ def _run(api: httpx.Client, fake: httpx.Client, args: argparse.Namespace, tag: s
     stats = fake.get("/stats", params={"arrivals": 1}).json()
     # The fake LLM stamps arrivals with this machine's monotonic clock, as `started` is.
     arrivals = sorted(a - started for a in stats.get("arrivals", []) if a >= started)
+    refused = sorted(a - started for a in stats.get("rate_limited_at", []) if a >= started)
     by_stage = {k: int(v.get("requests", 0)) for k, v in (stats.get("by_stage") or {}).items()}
     calls = sum(by_stage.values())
     bound = calls / args.rps
@@ -164,8 +194,7 @@ def _run(api: httpx.Client, fake: httpx.Client, args: argparse.Namespace, tag: s
         "provider_429s": int(stats.get("rate_limited", 0)),
         "limit_rps": args.rps,
         "dead_lettered": job.get("counts", {}).get("dead_lettered"),
-        "cores": os.cpu_count(),
-        "breakdown": breakdown(arrivals, progress, completed_s, args.rps, accepted),
+        "breakdown": breakdown(arrivals, progress, completed_s, args.rps, accepted, refused),
     }
     _say(
         f"report_ready after {result['report_ready_s']} s, completed after "
@@ -174,20 +203,24 @@ def _run(api: httpx.Client, fake: httpx.Client, args: argparse.Namespace, tag: s
     )
     _say(
         f"LLM calls by stage: {by_stage}; provider 429s: {result['provider_429s']}; "
-        f"cores: {result['cores']}"
+        f"cores: {os.cpu_count()}"
     )
     b = result["breakdown"]
     if b:
         _say(
             f"above the bound: fill {b['fill_s']} s, ramp {b['ramp_s']} s, "
-            f"quota unused {b['short_s']} s {b['short_by_stage_s']}, drain {b['drain_s']} s"
+            f"quota unused {b['short_s']} s {b['short_by_stage_s']} (of which refused with "
+            f"429: {b['refused_s']} s), drain {b['drain_s']} s"
         )
-    _say("RESULT " + orjson.dumps(result).decode())
-    return 0 if completed_s is not None else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    if args.dump:
+        series = {
+            "started": started,
+            "progress": progress,
+            "stage_arrivals": stats.get("stage_arrivals", []),
+            "rate_limited_at": stats.get("rate_limited_at", []),
+        }
+        Path(args.dump).write_bytes(orjson.dumps(series))
+    return result
 
 
 def breakdown(
@@ -196,15 +229,20 @@ def breakdown(
     completed_s: float | None,
     rps: float,
     reviews: int,
+    refused: list[float] | None = None,
 ) -> dict[str, Any]:
     """Where the time above the quota's bound went (see the module docstring); {} when the
-    job did not complete or the provider saw no call."""
+    job did not complete or the provider saw no call. `refused` are the arrivals the
+    provider answered with 429: they took quota without doing work."""
     if not arrivals or completed_s is None:
         return {}
     first, last = arrivals[0], arrivals[-1]
     per_second: dict[int, int] = {}
     for a in arrivals:
         per_second[int(a - first)] = per_second.get(int(a - first), 0) + 1
+    for a in refused or []:
+        if a >= first:
+            per_second[int(a - first)] = per_second.get(int(a - first), 0) - 1
     span = int(last - first) + 1
     full = next((s for s in range(span) if per_second.get(s, 0) >= 0.9 * rps), span)
     short: dict[str, float] = {}
@@ -218,18 +256,25 @@ def breakdown(
         "ramp_s": float(full),
         "short_s": round(sum(short.values()), 1),
         "short_by_stage_s": {k: round(v, 1) for k, v in sorted(short.items())},
+        "refused_s": round(len(refused or []) / rps, 1),
         "drain_s": round(completed_s - last, 1),
     }
 
 
 def _behind(progress: list[tuple[float, dict[str, int]]], at: float, reviews: int) -> str:
-    """The stage with the most reviews still to do at `at` (the last sample before it)."""
+    """The first LLM stage, in pipeline order, with reviews still to do at `at` (the last
+    sample before it): the one whose calls could have filled the quota - the stages after
+    it are behind only because it is."""
     done: dict[str, int] = {}
     for t, stages in progress:
         if t > at:
             break
         done = stages
-    left = {k: reviews - v for k, v in done.items() if k in ("translate", "insight", "theme")}
-    if not left or max(left.values()) <= 0:
-        return "none"
-    return max(left, key=lambda k: left[k])
+    for stage in ("translate", "insight", "theme"):
+        if stage in done and done[stage] < reviews:
+            return stage
+    return "none"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -150,6 +150,8 @@ class Stats:
         self.completion_tokens = 0
         self.arrivals: deque[float] = deque(maxlen=_ARRIVALS_MAX)
         self.rate_limited_at: deque[float] = deque(maxlen=_ARRIVALS_MAX)
+        # (arrival, stage) of the chat requests whose body named their stage
+        self.stage_arrivals: deque[tuple[float, str]] = deque(maxlen=_ARRIVALS_MAX)
         self.response_formats: dict[str, int] = {}
         self.system_messages = 0
         self.schema_rejected = 0
@@ -219,6 +221,7 @@ class Stats:
         if arrivals:
             doc["arrivals"] = list(self.arrivals)
             doc["rate_limited_at"] = list(self.rate_limited_at)
+            doc["stage_arrivals"] = list(self.stage_arrivals)
         return doc
 
 
@@ -375,6 +378,7 @@ class FakeLLMApp:
         stage = _header(scope, b"x-voc-stage") or guess_stage(inp) or "unknown"
         ss = st.stage(stage)
         ss["requests"] += 1
+        st.stage_arrivals.append((t0, stage))
         if isinstance(messages, list) and any(
             isinstance(m, dict) and m.get("role") == "system" for m in messages
         ):
