@@ -15,7 +15,9 @@
 -- ARGV[1] op: "reserve" | "adjust" | "penalize" | "hold"
 -- reserve:  ARGV[2] rps, [3] rps burst, [4] tokens/s (0 = off), [5] token burst, [6] cost
 --           (tokens), [7] share, [8] request id, [9] horizon s, [10] active window s,
---           [11] max wait s, [12] free calls, [13] usage half-life s, [14] heavy weight
+--           [11] max wait s, [12] free calls, [13] usage half-life s, [14] heavy weight,
+--           [15] borrow s (a share over its part may still reserve while the schedule
+--           reaches less than this far ahead)
 --   returns {status, wait_us, n_active, cap, go_us, n_heavy}; status 0 = go after wait_us
 --   (at go_us, Redis clock, microseconds since the epoch), 1 = the share is
 --   over its fair share of the horizon: ask again after wait_us, 2 = the wait would exceed
@@ -60,6 +62,7 @@ if op == 'reserve' then
   local free = tonumber(ARGV[12])
   local half = tonumber(ARGV[13])
   local heavy_w = tonumber(ARGV[14])
+  local borrow = tonumber(ARGV[15]) or 0
 
   -- usage: the calls this share was granted, halving every `half` seconds
   local uh = redis.call('HMGET', KEYS[6], 'u', 't')
@@ -90,15 +93,27 @@ if op == 'reserve' then
   local out = redis.call('ZCARD', KEYS[3])
   local cap = math.max(1, math.floor(horizon * rps * weight / total))
   local T = 1 / rps
-  if out >= cap then
-    -- wake when enough of this share's own reservations have gone; its waiters get
-    -- tickets spaced by the share's part of the rate, so they do not all ask at once
+  -- Work-conserving: the parts only matter while the schedule is long. A share over its
+  -- part may still take a slot while fewer than `borrow` seconds of reservations are
+  -- queued, so what an active but quiet share leaves is not lost (a stage that asks in
+  -- bursts, a job between two phases); a share that then asks waits at most that long
+  -- more for its first slot.
+  local queued = math.max(0, tat_r - now)
+  if out >= cap and queued >= borrow then
+    -- wake when enough of this share's own reservations have gone, or when the schedule
+    -- is short enough to borrow again, whichever comes first; its waiters get tickets
+    -- spaced by the share's part of the rate (by one slot when they wake to borrow), so
+    -- they do not all ask at once
     local idx = out - cap
     local r = redis.call('ZRANGE', KEYS[3], idx, idx, 'WITHSCORES')
     local base = tonumber(r[2]) or now
+    local spacing = T * total / weight
+    if borrow > 0 and tat_r - borrow < base then
+      base = tat_r - borrow
+      spacing = T
+    end
     local ticket = tonumber(redis.call('GET', KEYS[4])) or 0
     local at = math.max(base, ticket, now)
-    local spacing = T * total / weight
     redis.call('SET', KEYS[4], fmt(at + spacing), 'PX', math.ceil((at - now + horizon + 1) * 1000))
     return {1, math.floor((at - now) * 1000000), n, cap, 0, nh}
   end

@@ -26,7 +26,11 @@ How it works (the Lua script `ratelimit.lua` beside this file does one atomic st
   weighs `limiter_heavy_weight` (0.2) beside a light share's 1, so a small job beside a
   huge one gets most of the rate rather than half (queues hold at most their share, so by
   Little's law the rates divide as the parts do; `fair_cap`). A heavy share alone still
-  gets the whole rate.
+  gets the whole rate. The parts bind only while the schedule is long: a share over its
+  part may still reserve while less than `limiter_borrow_s` of reservations is queued,
+  so the rate a quiet but active share leaves (a stage asking in bursts, a job between
+  phases) goes to whoever asks, at the cost of that much more wait for the quiet one's
+  next call.
 - **Stale slots.** A caller that wakes up more than `limiter_max_late_s` after its slot
   (a starved CPU, a GC pause) does not send - that would bunch with the calls that are on
   time - but queues again (at most twice).
@@ -276,6 +280,7 @@ class RateLimiter:
             repr(s.limiter_free_calls),
             repr(s.limiter_usage_half_life_s),
             repr(s.limiter_heavy_weight),
+            repr(s.limiter_borrow_s),
         ]
         res = await self._eval(self._keys(cfg.limit_key, share), args)
         if res is not None:

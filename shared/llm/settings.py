@@ -49,6 +49,9 @@ Every value comes from the environment with the `VOC_LLM_` prefix (default in br
   `VOC_LLM_LIMITER_HEAVY_WEIGHT` [0.2]: a share whose calls, decayed with that half-life,
   exceed the free calls is heavy and weighs this much beside a light one, so a tenant's
   small job goes nearly at full speed beside another tenant's huge one (1 = equal shares)
+- `VOC_LLM_LIMITER_BORROW_S` [0.5]: a share over its part may still reserve while less
+  than this much of the schedule is queued: the parts divide the rate only among shares
+  that use it (0 = strict parts)
 - `VOC_LLM_LIMITER_ACTIVE_WINDOW_S` [5]: a job counts as active this long after a call
 - `VOC_LLM_LIMITER_MAX_LATE_S` [0.1]: a caller woken later than this after its slot queues
   again instead of sending in a bunch (0 = off)
@@ -202,6 +205,7 @@ class LLMSettings(BaseSettings):
     limiter_free_calls: float = Field(default=2000.0, ge=0)
     limiter_usage_half_life_s: float = Field(default=60.0, gt=0)
     limiter_heavy_weight: float = Field(default=0.2, gt=0, le=1)
+    limiter_borrow_s: float = Field(default=0.5, ge=0)
     limiter_max_late_s: float = Field(default=0.1, ge=0)
     fallback_fraction: float = Field(default=0.25, gt=0, le=1)
     penalty_factor: float = Field(default=0.75, gt=0, le=1)

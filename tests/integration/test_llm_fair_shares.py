@@ -112,6 +112,35 @@ async def test_a_heavy_share_yields_most_of_the_queue_to_a_light_one(
         await redis.aclose()
 
 
+async def test_a_share_over_its_part_borrows_what_a_quiet_share_leaves(
+    llm_redis: RedisProc,
+) -> None:
+    # As above, but a share over its part may still reserve while less than 30 s (30
+    # calls at 1/s) of the schedule is queued: B is active yet asks for nothing more, so
+    # its part would otherwise stay unused while A waits.
+    settings = _settings(limiter_borrow_s=30.0)
+    redis = Redis.from_url(llm_redis.url)
+    try:
+        limiter = RateLimiter(redis, settings)
+        cfg = settings.for_stage("insight")
+        alone = await _reserve_until_turn(limiter, cfg, "big", 10)
+        assert all(r.status == STATUS_GO for r in alone)
+        first = await limiter.reserve(cfg, 1, "small", MAX_WAIT_S)
+        assert (first.status, first.cap) == (STATUS_GO, 80)
+        # A's part (20) and then what B leaves, until 30 calls are scheduled ahead
+        more = await _reserve_until_turn(limiter, cfg, "big", 100)
+        granted = [r.status for r in more].count(STATUS_GO)
+        assert 19 <= granted <= 20, granted
+        assert more[-1].status == STATUS_WAIT_TURN and more[-1].cap == 20
+        # its waiters wake when the schedule is short enough to borrow again (in about a
+        # second), not when its own reservations have gone below its part (~20 s)
+        assert more[-1].wait_s < 2.0
+        # and B, asking again, still has its part
+        assert (await limiter.reserve(cfg, 1, "small", MAX_WAIT_S)).status == STATUS_GO
+    finally:
+        await redis.aclose()
+
+
 async def test_usage_decays_so_a_heavy_share_becomes_light_again(
     llm_redis: RedisProc,
 ) -> None:
