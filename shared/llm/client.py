@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 
 import httpx2
 import orjson
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, DefaultAioHttpClient
 from pydantic import BaseModel
 from redis.asyncio import Redis
 
@@ -159,8 +159,15 @@ class LLM:
         key = (cfg.base_url, cfg.api_key.get_secret_value() or "EMPTY")
         client = self._clients.get(key)
         if client is None:
+            # The aiohttp transport costs ~1.5 ms of CPU per call against httpx2's ~2.7
+            # at 200 calls in flight (httpx2's pool walks all its connections for every
+            # request); at 200 calls/s that is a fifth of a core the event loop gets back.
             client = AsyncOpenAI(
-                api_key=key[1], base_url=cfg.base_url, timeout=cfg.timeout_s, max_retries=0
+                api_key=key[1],
+                base_url=cfg.base_url,
+                timeout=cfg.timeout_s,
+                max_retries=0,
+                http_client=DefaultAioHttpClient(timeout=cfg.timeout_s),
             )
             self._clients[key] = client
         return client
