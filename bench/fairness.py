@@ -18,7 +18,8 @@ else generated. The goal is B's time beside A within 1.2x of its time alone.
     python -m bench.fairness [--small 1000] [--big 50000] [--rps 200] [--latency-ms 300-1500]
 
 The last line is `RESULT {json}` with alone_s, beside_s, ratio, A's progress when B
-completed, provider 429s and the core count.
+completed, provider 429s, how busy the machine's CPU was during each of B's runs and the
+core count.
 """
 
 from __future__ import annotations
@@ -92,6 +93,21 @@ def _progress(job: dict[str, Any]) -> str:
     )
 
 
+def cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine, from /proc/stat's `cpu` line."""
+    with open("/proc/stat", encoding="ascii") as fh:
+        fields = [int(x) for x in fh.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    total = sum(fields[:8])  # guest time is already counted in user
+    return total - idle, total
+
+
+def busy_share(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """The share of the machine's CPU time that was busy between two `cpu_times`."""
+    total = after[1] - before[1]
+    return round((after[0] - before[0]) / total, 3) if total > 0 else 0.0
+
+
 def _marks(milestones: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.1f}s" for k, v in milestones.items())
 
@@ -155,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _say(f"{os.cpu_count()} cores; LLM at {args.rps:g} req/s, {args.latency_ms} ms")
         _say(f"tenant B alone: {args.small:,} reviews")
+        cpu0 = cpu_times()
         alone, alone_marks = run_small(b, args.small, args.timeout, None)
+        cpu_alone = busy_share(cpu0, cpu_times())
         _say(f"\n  alone: completed in {alone:.1f} s; {_marks(alone_marks)}")
 
         _say(f"tenant A: {args.big:,} reviews")
@@ -167,7 +185,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise TimeoutError("A's analysis did not start")
             time.sleep(0.5)
         _say(f"  A under way after {time.monotonic() - started:.1f} s; tenant B again")
+        cpu0 = cpu_times()
         beside, beside_marks = run_small(b, args.small, args.timeout, (a, big))
+        cpu_beside = busy_share(cpu0, cpu_times())
         a_then = a.job(big)
         _say(f"\n  beside A: completed in {beside:.1f} s; A then {_progress(a_then)}")
         _say(f"  beside A: {_marks(beside_marks)}")
@@ -185,8 +205,16 @@ def main(argv: list[str] | None = None) -> int:
             "a_insights_when_b_done": a_then.get("counts", {}).get("insights"),
             "provider_429s": int(stats.get("rate_limited", 0)),
             "limit_rps": args.rps,
+            # how busy the machine's cores were while B ran: beside A, B's stages share
+            # them with A's, which no LLM-quota fairness can give back
+            "cpu_busy_alone": cpu_alone,
+            "cpu_busy_beside": cpu_beside,
             "cores": os.cpu_count(),
         }
+        _say(
+            f"machine CPU busy while B ran: alone {cpu_alone:.0%}, beside A {cpu_beside:.0%} "
+            f"of {os.cpu_count()} cores"
+        )
         _say(f"B beside A / B alone: {result['ratio']} (goal <= {GOAL})")
         _say("RESULT " + orjson.dumps(result).decode())
         return 0
