@@ -24,7 +24,10 @@ class TranslateSettings(BaseSettings):
     # LLM calls in flight per process, across all batches (the shared limiter paces them).
     concurrency: int = Field(default=32, ge=1, validation_alias="VOC_TRANSLATE_CONCURRENCY")
     # Records are events of up to 50 reviews: several per poll let calls pack across them.
-    max_records: int = Field(default=40, ge=1, validation_alias="VOC_TRANSLATE_MAX_RECORDS")
+    # Eight, not forty: a batch's reviews are held until their calls return, and 40 x 50
+    # reviews in each of six batches took translate to 183 MB RSS while 100k reviews
+    # arrived (bench-ingest --with-stages; 152 MB at eight).
+    max_records: int = Field(default=8, ge=1, validation_alias="VOC_TRANSLATE_MAX_RECORDS")
     # Batches in flight: their reviews can share calls while one waits for the LLM.
     max_inflight: int = Field(default=6, ge=1, validation_alias="VOC_TRANSLATE_MAX_INFLIGHT")
 
