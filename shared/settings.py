@@ -69,12 +69,13 @@ class KafkaSettings(BaseSettings):
     # What a consumer may prefetch and hold in memory: Kafka still returns a record larger
     # than these, so they bound memory, not message size. A stage runs up to five consumers
     # (input, overflow lane, three retry tiers): at 1 MiB per partition translate peaked at
-    # 152 MB RSS while 100k reviews arrived (bench-ingest --with-stages), at 256 KiB 130 MB.
+    # 152 MB RSS while 100k reviews arrived (bench-ingest --with-stages), at 256 KiB 130 MB,
+    # but 256 KiB starved theme: bench-e2e took 3.03x its bound against 1.45x.
     fetch_max_bytes: int = Field(
         default=8 * 1024 * 1024, validation_alias="VOC_KAFKA_FETCH_MAX_BYTES"
     )
     max_partition_fetch_bytes: int = Field(
-        default=256 * 1024, validation_alias="VOC_KAFKA_MAX_PARTITION_FETCH_BYTES"
+        default=1024 * 1024, validation_alias="VOC_KAFKA_MAX_PARTITION_FETCH_BYTES"
     )
     max_poll_interval_ms: int = Field(
         default=300_000, validation_alias="VOC_KAFKA_MAX_POLL_INTERVAL_MS"
