@@ -20,6 +20,9 @@ elif [[ ! -x "$HELM" ]]; then
   # A private module cache and build cache inside tools/helm keep the build self-contained.
   export GOPATH="${GOPATH:-$ROOT/tools/helm/gopath}"
   export GOCACHE="${GOCACHE:-$ROOT/tools/helm/gocache}"
+  # Writable module directories: Go makes them read-only by default, and then an ordinary
+  # user's `rm -rf` of the checkout fails on tools/helm/gopath.
+  export GOFLAGS="${GOFLAGS:+$GOFLAGS }-modcacherw"
   echo "helm.sh: building helm $HELM_VERSION into $BIN_DIR (first run only, a few minutes)" >&2
   GOBIN="$BIN_DIR" go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >&2
 fi
